@@ -1,0 +1,47 @@
+# trackrelay. `make run` starts a development relay and redirector; `make test`
+# is the CI contract (.ci/run runs exactly that).
+
+GO          ?= go
+BIN         := bin/trackrelay
+DATA        ?= ./data
+FUZZTIME    ?= 10s
+BENCHTIME   ?= 1s
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build run test unit lint fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/trackrelay
+
+# The dev stack: relay on 127.0.0.1:2525, redirector on 127.0.0.1:8080,
+# internal API on 127.0.0.1:8025, delivered mail as .eml in $(DATA)/outbox.
+run: build
+	./$(BIN) serve --dev --data $(DATA)
+
+test: lint unit
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+# A short run of every fuzz target (FUZZTIME each).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+clean:
+	rm -rf bin
