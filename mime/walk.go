@@ -2,6 +2,8 @@ package mime
 
 import (
 	"io"
+
+	"github.com/emersion/go-message/textproto"
 )
 
 // Tracker rewrites the decoded body of one leaf. The rewrite package's
@@ -57,4 +59,31 @@ func Rewrite(dst io.Writer, src io.Reader, opt Options, decide func(Controls) (T
 	}
 	_, err := io.Copy(dst, src)
 	return Report{Untouched: "walker not built yet"}, err
+}
+
+// ControlError reports a control header with a value that is not a
+// boolean. The SMTP side turns it into a 5.6.x reply naming the header.
+type ControlError struct {
+	Header string // canonical lower-case name, such as "x-smtpeter-trackclicks"
+	Value  string
+}
+
+func (e *ControlError) Error() string {
+	return "mime: header " + e.Header + ": value " + quote(e.Value) + " is not true/false, yes/no, on/off or 1/0"
+}
+
+func quote(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	return `"` + s + `"`
+}
+
+// ParseControls reads the x-smtpeter-* headers of a top-level header. A
+// switch with any value other than true/false, yes/no, on/off or 1/0 (case
+// and surrounding space ignored) is a *ControlError.
+//
+// TODO(issue 3): the stub below handles no headers yet.
+func ParseControls(h *textproto.Header) (Controls, error) {
+	return Controls{}, nil
 }
