@@ -8,7 +8,7 @@ FUZZTIME    ?= 10s
 BENCHTIME   ?= 1s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test unit lint fuzz bench clean
+.PHONY: all build run test deps unit lint fuzz bench clean
 
 all: build
 
@@ -20,7 +20,17 @@ build:
 run: build
 	./$(BIN) serve --dev --data $(DATA)
 
-test: lint unit
+test: deps lint unit
+
+# Tools the tests drive: headless Chromium for the browser test. Installed
+# from Debian when missing and the machine allows it (root with apt-get, as
+# on CI); elsewhere the browser test skips and says why.
+deps:
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium for the browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	    || echo "could not install chromium; the browser test will skip"; \
+	fi
 
 unit:
 	$(GO) test -race -count=1 ./...

@@ -9,9 +9,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Kind says what a tracked URL stands for.
@@ -99,12 +101,41 @@ var strictB64 = base64.RawURLEncoding.Strict()
 // Codec encodes and verifies tokens. It is safe for concurrent use.
 type Codec struct {
 	active uint8
-	keys   map[uint8][]byte
+	keys   map[uint8]*macKey
+}
+
+// macKey pools keyed HMAC states: hmac.New costs several allocations and
+// two hash blocks, Reset on a used state costs neither.
+type macKey struct {
+	pool sync.Pool // of *macState
+}
+
+type macState struct {
+	h   hash.Hash
+	raw []byte // scratch for the token bytes
+	sum []byte
+}
+
+func newMacKey(secret []byte) *macKey {
+	secret = append([]byte(nil), secret...)
+	k := &macKey{}
+	k.pool.New = func() any {
+		return &macState{h: hmac.New(sha256.New, secret), raw: make([]byte, 0, 3+8+binary.MaxVarintLen32+2+maxHostLen+macLen), sum: make([]byte, 0, sha256.Size)}
+	}
+	return k
+}
+
+// mac appends the truncated MAC of msg to msg's state buffer.
+func (s *macState) mac(msg []byte) []byte {
+	s.h.Reset()
+	s.h.Write(msg)
+	s.sum = s.h.Sum(s.sum[:0])
+	return s.sum[:macLen]
 }
 
 // NewCodec returns a codec that signs with active and also accepts older.
 func NewCodec(active Key, older ...Key) (*Codec, error) {
-	c := &Codec{active: active.ID, keys: map[uint8][]byte{}}
+	c := &Codec{active: active.ID, keys: map[uint8]*macKey{}}
 	for _, k := range append([]Key{active}, older...) {
 		if len(k.Secret) < MinSecretLen {
 			return nil, fmt.Errorf("rewrite: key %d: secret must be at least %d bytes", k.ID, MinSecretLen)
@@ -112,7 +143,7 @@ func NewCodec(active Key, older ...Key) (*Codec, error) {
 		if _, dup := c.keys[k.ID]; dup {
 			return nil, fmt.Errorf("rewrite: key %d: listed twice", k.ID)
 		}
-		c.keys[k.ID] = append([]byte(nil), k.Secret...)
+		c.keys[k.ID] = newMacKey(k.Secret)
 	}
 	return c, nil
 }
@@ -147,8 +178,10 @@ func (c *Codec) AppendEncode(dst []byte, t Token) []byte {
 	if t.Kind < KindClick || t.Kind > KindPixel || len(t.Host) > maxHostLen {
 		panic("rewrite: Encode: invalid token")
 	}
-	var raw [3 + 8 + binary.MaxVarintLen32 + 2 + maxHostLen + sha256.Size]byte
-	b := raw[:0]
+	key := c.keys[c.active]
+	st := key.pool.Get().(*macState)
+	defer key.pool.Put(st)
+	b := st.raw[:0]
 	flags := byte(t.Kind)
 	if t.HTTPS {
 		flags |= flagHTTPS
@@ -163,14 +196,9 @@ func (c *Codec) AppendEncode(dst []byte, t Token) []byte {
 		b = binary.BigEndian.AppendUint16(b, t.Port)
 	}
 	b = append(b, t.Host...)
-	b = append(b, c.mac(c.keys[c.active], b)...)
+	b = append(b, st.mac(b)...)
+	st.raw = b[:0]
 	return base64.RawURLEncoding.AppendEncode(dst, b)
-}
-
-func (c *Codec) mac(secret, msg []byte) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write(msg)
-	return m.Sum(nil)[:macLen]
 }
 
 // Decode verifies s and returns the token it carries. Every malformed,
@@ -196,12 +224,15 @@ func (c *Codec) Decode(s string) (Token, error) {
 	if raw[0] != tokenVersion {
 		return Token{}, fmt.Errorf("%w: unknown version %d", ErrBadToken, raw[0])
 	}
-	secret, ok := c.keys[raw[1]]
+	key, ok := c.keys[raw[1]]
 	if !ok {
 		return Token{}, ErrUnknownKey
 	}
 	body, sum := raw[:len(raw)-macLen], raw[len(raw)-macLen:]
-	if !hmac.Equal(sum, c.mac(secret, body)) {
+	st := key.pool.Get().(*macState)
+	good := hmac.Equal(sum, st.mac(body))
+	key.pool.Put(st)
+	if !good {
 		return Token{}, fmt.Errorf("%w: signature mismatch", ErrBadToken)
 	}
 	// Signed by us: the rest is checked for sanity, not trust.

@@ -191,3 +191,24 @@ func FuzzTokenRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkTokenEncode(b *testing.B) {
+	c := testCodec(b)
+	tok := Token{Kind: KindClick, MessageID: 1 << 50, Position: 12, HTTPS: true, Host: "shop.example.com"}
+	buf := make([]byte, 0, 128)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = c.AppendEncode(buf[:0], tok)
+	}
+}
+
+func BenchmarkTokenDecode(b *testing.B) {
+	c := testCodec(b)
+	s := c.Encode(Token{Kind: KindClick, MessageID: 1 << 50, Position: 12, HTTPS: true, Host: "shop.example.com"})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Decode(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,9 +1,5 @@
 package rewrite
 
-import (
-	"io"
-)
-
 // Config says how one message copy is tracked.
 type Config struct {
 	Clicks      bool // rewrite <a href>, <area href>, <v:roundrect href>
@@ -23,8 +19,12 @@ type Config struct {
 }
 
 // Edit describes one change the rewriter made: at output offset Off it
-// wrote New where the input had Old. A tracked URL value has both; the open
-// pixel has only New; a removed no-track attribute has only Old.
+// wrote New where the input had Old. A tracked URL value has both (Old is
+// the raw attribute value as written, New its escaped replacement,
+// including quotes when an unquoted value needed them); the open pixel has
+// only New; a removed no-track attribute has only Old, with the whitespace
+// before it. Off counts from the start of the output of the HTML or Text
+// call that made the change.
 type Edit struct {
 	Off int64
 	Old string
@@ -46,6 +46,10 @@ type Stats struct {
 type Tracker struct {
 	cfg   Config
 	stats Stats
+	pos   uint32 // the next link position
+	buf   []byte // scratch for building URLs
+	// tokenBound, when set, replaces maxBuf (tests use a small one).
+	tokenBound int
 }
 
 // Stats returns what the Tracker has rewritten so far, over all calls.
@@ -54,19 +58,4 @@ func (t *Tracker) Stats() Stats { return t.stats }
 // New returns a Tracker for one message copy.
 func New(cfg Config) *Tracker {
 	return &Tracker{cfg: cfg}
-}
-
-// HTML copies an HTML body from src to dst, tracking its links and images
-// and adding the open pixel. It never fails on malformed HTML; errors come
-// only from reading src or writing dst.
-func (t *Tracker) HTML(dst io.Writer, src io.Reader) error {
-	_, err := io.Copy(dst, src) // TODO(issue 2): the rewriter
-	return err
-}
-
-// Text copies a plain-text body from src to dst, tracking its http(s) URLs
-// when clicks are on.
-func (t *Tracker) Text(dst io.Writer, src io.Reader) error {
-	_, err := io.Copy(dst, src) // TODO(issue 2): the text rewriter
-	return err
 }

@@ -1,0 +1,182 @@
+package api
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/trackrelay/trackrelay/smtpd"
+)
+
+// ErrBadKey is returned by a KeyChecker for a key that matches no account.
+var ErrBadKey = errors.New("api: unknown API key")
+
+// KeyChecker maps an API key to the account it speaks for.
+type KeyChecker interface {
+	// CheckKey returns the key's principal, ErrBadKey if there is none,
+	// or another error if the check itself failed.
+	CheckKey(ctx context.Context, key string) (*Principal, error)
+}
+
+// Key is one API key as the configuration holds it: a bcrypt hash, never
+// the key itself.
+type Key struct {
+	Hash []byte // bcrypt hash of the key
+	// Cred is the account and credential the key speaks for.
+	Cred *smtpd.Credential
+}
+
+// MaxKeyLen bounds an API key: bcrypt reads at most 72 bytes.
+const MaxKeyLen = 72
+
+// Keyring is a KeyChecker over bcrypt-hashed keys. Checking a key against
+// bcrypt hashes is slow on purpose (tens of milliseconds a hash), so a key
+// that passed once is remembered: by its HMAC under a per-process random
+// salt (the key itself is never kept), in a bounded cache. Keys that
+// failed are remembered the same way, so a client hammering a bad key
+// costs one bcrypt round per cache eviction, not one per request. At most
+// a few bcrypt checks run at once.
+type Keyring struct {
+	keys []Key
+	salt [32]byte
+	sem  chan struct{}
+
+	mu   sync.Mutex
+	good map[[32]byte]int // HMAC -> index in keys
+	bad  map[[32]byte]struct{}
+}
+
+// keyCacheSize bounds each of the good and bad caches.
+const keyCacheSize = 4096
+
+// NewKeyring returns a Keyring over keys. It fails if a hash is not a
+// bcrypt hash or a key has no credential.
+func NewKeyring(keys []Key) (*Keyring, error) {
+	for i, k := range keys {
+		if _, err := bcrypt.Cost(k.Hash); err != nil {
+			return nil, fmt.Errorf("api: key %d: hash is not bcrypt: %w", i, err)
+		}
+		if k.Cred == nil || k.Cred.Account == "" {
+			return nil, fmt.Errorf("api: key %d: no account", i)
+		}
+	}
+	kr := &Keyring{
+		keys: append([]Key(nil), keys...),
+		sem:  make(chan struct{}, 4),
+		good: map[[32]byte]int{},
+		bad:  map[[32]byte]struct{}{},
+	}
+	if _, err := rand.Read(kr.salt[:]); err != nil {
+		return nil, err
+	}
+	return kr, nil
+}
+
+func (kr *Keyring) mac(key string) [32]byte {
+	m := hmac.New(sha256.New, kr.salt[:])
+	m.Write([]byte(key))
+	var sum [32]byte
+	m.Sum(sum[:0])
+	return sum
+}
+
+// CheckKey implements KeyChecker.
+func (kr *Keyring) CheckKey(ctx context.Context, key string) (*Principal, error) {
+	if key == "" || len(key) > MaxKeyLen {
+		return nil, ErrBadKey
+	}
+	sum := kr.mac(key)
+	kr.mu.Lock()
+	i, ok := kr.good[sum]
+	_, isBad := kr.bad[sum]
+	kr.mu.Unlock()
+	if ok {
+		return principal(kr.keys[i].Cred), nil
+	}
+	if isBad {
+		return nil, ErrBadKey
+	}
+	select {
+	case kr.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-kr.sem }()
+	// Compare against every hash, even after a match, so the time taken
+	// does not say which key matched.
+	found := -1
+	for i, k := range kr.keys {
+		if bcrypt.CompareHashAndPassword(k.Hash, []byte(key)) == nil {
+			found = subtle.ConstantTimeSelect(subtle.ConstantTimeEq(int32(found), -1), i, found) // the first match
+		}
+	}
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	if found < 0 {
+		if len(kr.bad) >= keyCacheSize {
+			clear(kr.bad)
+		}
+		kr.bad[sum] = struct{}{}
+		return nil, ErrBadKey
+	}
+	if len(kr.good) >= keyCacheSize {
+		clear(kr.good)
+	}
+	kr.good[sum] = found
+	return principal(kr.keys[found].Cred), nil
+}
+
+func principal(c *smtpd.Credential) *Principal {
+	cred := *c
+	return &Principal{Account: c.Account, Cred: &cred}
+}
+
+// bearer returns the request's API key: the Authorization header's Bearer
+// token (RFC 6750 §2.1) or the access_token query parameter (§2.3).
+func bearer(r *http.Request) (string, error) {
+	h := r.Header.Values("Authorization")
+	q, inQuery := r.URL.Query()["access_token"]
+	switch {
+	case len(h) > 1 || len(q) > 1 || (len(h) == 1 && inQuery):
+		return "", errorf(http.StatusBadRequest, "give the API key once")
+	case len(h) == 1:
+		scheme, tok, ok := strings.Cut(h[0], " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return "", errorf(http.StatusUnauthorized, "authorization: want Bearer")
+		}
+		return strings.TrimSpace(tok), nil
+	case inQuery:
+		return q[0], nil
+	}
+	return "", errorf(http.StatusUnauthorized, "missing API key")
+}
+
+func (s *server) authenticate(r *http.Request) (*Principal, error) {
+	key, err := bearer(r)
+	if err != nil {
+		return nil, err
+	}
+	// Checks wait for a bcrypt slot: a flood of unknown keys must not
+	// pile up requests without end.
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
+	defer cancel()
+	p, err := s.cfg.Keys.CheckKey(ctx, key)
+	switch {
+	case errors.Is(err, ErrBadKey):
+		return nil, &httpError{status: http.StatusUnauthorized, msg: "invalid API key"}
+	case err != nil:
+		return nil, &httpError{status: http.StatusServiceUnavailable, msg: "cannot check the API key now", err: err}
+	case p == nil || p.Account == "" || p.Cred == nil:
+		return nil, &httpError{status: http.StatusInternalServerError, msg: "internal error", err: errors.New("key checker returned no account")}
+	}
+	return p, nil
+}

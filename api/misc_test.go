@@ -1,0 +1,229 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/trackrelay/trackrelay/config"
+	"github.com/trackrelay/trackrelay/smtpd"
+	"github.com/trackrelay/trackrelay/store"
+)
+
+func TestKeysFromConfig(t *testing.T) {
+	hash := string(hashKey(t, "the-key"))
+	cfg, err := config.Parse(strings.NewReader(`
+[[accounts]]
+name = "shop"
+[[accounts]]
+name = "bare"
+[[upstreams]]
+name = "main"
+folder = "out"
+[[credentials]]
+username = "shop-1"
+password_hash = "` + hash + `"
+account = "shop"
+clicks = true
+click_domain = "t.shop.example"
+[[credentials]]
+username = "shop-2"
+password_hash = "` + hash + `"
+account = "shop"
+[api]
+[[api.keys]]
+account = "shop"
+key_hash = "` + hash + `"
+[[api.keys]]
+account = "bare"
+key_hash = "` + hash + `"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := KeysFromConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 2 {
+		t.Fatalf("%d keys", len(keys))
+	}
+	if c := keys[0].Cred; c.Username != "shop-1" || c.Account != "shop" || !c.Clicks || c.ClickDomain != "t.shop.example" || c.Upstream != "main" {
+		t.Fatalf("shop's key: %+v", c)
+	}
+	if c := keys[1].Cred; c.Username != "api:bare" || c.Account != "bare" || c.Clicks || c.Upstream != "main" {
+		t.Fatalf("bare's key: %+v", c)
+	}
+	kr, err := NewKeyring(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two keys with the same secret: the first (in file order) wins,
+	// always the same one.
+	for range 3 {
+		if p, err := kr.CheckKey(context.Background(), "the-key"); err != nil || p.Account != "shop" {
+			t.Fatalf("CheckKey: %+v, %v", p, err)
+		}
+	}
+	if _, err := KeysFromConfig(&config.Config{API: config.API{Keys: []config.APIKey{{Account: "x"}}}}); err == nil {
+		t.Fatal("a key without a hash was accepted")
+	}
+}
+
+// blockingSubmitter waits for its context: a stuck spool.
+type blockingSubmitter struct{}
+
+func (blockingSubmitter) Submit(ctx context.Context, _ *smtpd.Submission, body io.Reader) (*smtpd.Receipt, error) {
+	io.Copy(io.Discard, body)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func TestTimeout(t *testing.T) {
+	e := newEnv(t)
+	kr, _ := NewKeyring([]Key{{Hash: hashKey(t, keyShop), Cred: &smtpd.Credential{Username: "u", Account: "shop"}}})
+	e.srv.Close()
+	e.srv = newTestServer(New(Config{Submitter: blockingSubmitter{}, Events: e.relay, Keys: kr, Timeout: 100 * time.Millisecond}))
+	defer e.srv.Close()
+	start := time.Now()
+	st, body := e.send(keyShop, map[string]any{"from": "a@b.example", "to": "c@d.example", "text": "t"})
+	wantError(t, st, body, http.StatusServiceUnavailable, "try again later")
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("answered after %v", d)
+	}
+}
+
+// stuckSubmitter ignores its context until release is closed: a spool
+// stuck in a system call.
+type stuckSubmitter struct{ release chan struct{} }
+
+func (s stuckSubmitter) Submit(ctx context.Context, _ *smtpd.Submission, body io.Reader) (*smtpd.Receipt, error) {
+	io.Copy(io.Discard, body)
+	<-s.release
+	return nil, ctx.Err()
+}
+
+// TestSendSlots: with every send slot taken by a stuck spool, another send
+// waits at most Timeout and is told to try again.
+func TestSendSlots(t *testing.T) {
+	e := newEnv(t)
+	kr, _ := NewKeyring([]Key{{Hash: hashKey(t, keyShop), Cred: &smtpd.Credential{Username: "u", Account: "shop"}}})
+	e.srv.Close()
+	release := make(chan struct{})
+	e.srv = newTestServer(New(Config{Submitter: stuckSubmitter{release}, Events: e.relay, Keys: kr, Timeout: 300 * time.Millisecond, MaxSends: 1}))
+	defer e.srv.Close()
+	req := map[string]any{"from": "a@b.example", "to": "c@d.example", "text": "t"}
+	type answer struct {
+		st   int
+		body []byte
+	}
+	done := make(chan answer)
+	for range 3 {
+		go func() {
+			st, body := e.send(keyShop, req)
+			done <- answer{st, body}
+		}()
+	}
+	waited := 0
+	for i := range 3 {
+		if i == 2 {
+			close(release) // the stuck one returns, as a spool would at last
+		}
+		a := <-done
+		wantError(t, a.st, a.body, http.StatusServiceUnavailable, "try again later")
+		if strings.Contains(string(a.body), "too many sends") {
+			waited++
+		}
+	}
+	if waited == 0 {
+		t.Fatal("no send waited for a slot")
+	}
+}
+
+func FuzzSendRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"from":"Shop <news@shop.example>","to":["ann@example.com","Bob <bob@example.com>"],"cc":"c@example.com","subject":"Grüße","text":"t","html":"<p>h</p>","tags":"a,b"}`,
+		`{"from":"a@b.example","to":"c@d.example","text":"t","attachments":[{"name":"a.pdf","type":"application/pdf","data":"JVBERg=="}]}`,
+		`{"mime":"From: a@b.example\r\nTo: c@d.example\r\n\r\nbody","recipients":["x@y.example"],"envelope":""}`,
+		`{"mime":"Subject: x\r\n\r\nb","recipient":"c@d.example","envelope":"<>"}`,
+		`{"from":"\"quoted, name\" <q@x.example>","replyto":["r@x.example"],"html":"x","recipient":"\"a b\"@c.example"}`,
+		`{"from":"a@b.example","to":"c@d.example","text":"t","unsubscribe":"mailto:u@b.example","extra":{"X-Campaign":"n\u00fcv"}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	now := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var req sendRequest
+		if err := decodeJSON(strings.NewReader(string(b)), &req); err != nil {
+			if he, ok := err.(*httpError); !ok || he.status != 400 || he.msg == "" {
+				t.Fatalf("decode error %v is not a 400 with a message", err)
+			}
+			return
+		}
+		plan, err := planSend(&req, now)
+		if err != nil {
+			if he, ok := err.(*httpError); !ok || he.status != 400 || !strings.Contains(he.msg, ":") {
+				t.Fatalf("plan error %v is not a 400 naming a field", err)
+			}
+			return
+		}
+		if len(plan.recipients) == 0 || len(plan.recipients) > MaxRecipients || len(plan.body) == 0 {
+			t.Fatalf("plan %+v", plan)
+		}
+		for _, r := range append([]string{plan.envelope}, plan.recipients...) {
+			if strings.ContainsAny(r, "\r\n<>") {
+				t.Fatalf("envelope address %q would inject SMTP", r)
+			}
+		}
+		if req.MIME == nil {
+			// A built message parses, and its header cannot be split.
+			if _, got := leaves(t, plan.body); len(got) == 0 {
+				t.Fatal("no leaves")
+			}
+		}
+	})
+}
+
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{"", "plain", "quo\"te\\", "<script>&", "\x00\x1f\x7f", "\xff\xfe", "Grüße \u2028\u2029 😀", "a\r\nb\tc"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b := appendJSONString(nil, s)
+		var got string
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%q -> %s: %v", s, b, err)
+		}
+		if utf8.ValidString(s) && got != s {
+			t.Fatalf("%q round-trips to %q", s, got)
+		}
+		// encoding/json agrees byte for byte.
+		std, _ := json.Marshal(s)
+		if string(std) != string(b) {
+			t.Fatalf("%q: %s, encoding/json: %s", s, b, std)
+		}
+	})
+}
+
+func FuzzLogName(f *testing.F) {
+	for _, s := range []string{"clicks.2026-11-22.log", "attempts.2000-02-29.log", "opens.2026-13-01.log", "x.log", "clicks..log", "2026-11-22"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		log, day, ok := parseLogName(s)
+		if !ok {
+			return
+		}
+		if _, known := store.LogFields[log]; !known {
+			t.Fatalf("%q: unknown log %q accepted", s, log)
+		}
+		if got := logName(log, day); got != s {
+			t.Fatalf("%q parses to %s %v, which formats as %q", s, log, day, got)
+		}
+	})
+}

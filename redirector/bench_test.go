@@ -1,0 +1,64 @@
+package redirector
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/trackrelay/trackrelay/rewrite"
+)
+
+// BenchmarkHandler measures durable hits over real loopback HTTP: every
+// request is journaled and fsynced (shared commits) before its 302. The
+// "bare302" case is the same HTTP stack answering a fixed 302 with no
+// token and no journal, the baseline to read the others against.
+func BenchmarkHandler(b *testing.B) {
+	codec, err := rewrite.NewCodec(testKeyNew)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := codec.Encode(rewrite.Token{Kind: rewrite.KindClick, MessageID: freshID(), HTTPS: true, Host: "shop.example.com"})
+	bare := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Location"] = []string{"https://shop.example.com" + r.URL.RequestURI()}
+		w.Header()["Content-Length"] = []string{"0"}
+		w.WriteHeader(http.StatusFound)
+	})
+	for _, tc := range []struct {
+		name string
+		h    func(b *testing.B) http.Handler
+	}{
+		{"bare302", func(*testing.B) http.Handler { return bare }},
+		{"durable", func(b *testing.B) http.Handler { return newEnvFor(b, codec) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			srv := httptest.NewServer(tc.h(b))
+			defer srv.Close()
+			tr := &http.Transport{MaxIdleConnsPerHost: 256}
+			defer tr.CloseIdleConnections()
+			client := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			url := srv.URL + "/" + tok + "/products/shoes?color=red"
+			b.SetParallelism(32) // 32 × GOMAXPROCS connections, like wrk -c64 on 2 cores
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				req, _ := http.NewRequest("GET", url, nil)
+				req.Host = "click.example.com"
+				for pb.Next() {
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusFound {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hits/s")
+		})
+	}
+}

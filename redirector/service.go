@@ -1,0 +1,203 @@
+package redirector
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/trackrelay/trackrelay/store"
+)
+
+// Options configure a whole running redirector: the handler, its journal,
+// listeners and shipper. Handler.Journal is ignored: the Service opens its
+// own at JournalPath.
+type Options struct {
+	Handler     Config
+	JournalPath string
+	// Listen is the public address; HTTPS when TLSCert and TLSKey are set.
+	Listen          string
+	TLSCert, TLSKey string
+	// AdminListen serves /healthz, /readyz and /metrics; "" = none.
+	AdminListen string
+	// Gatherer is what /metrics shows; nil is the default registry.
+	Gatherer prometheus.Gatherer
+	// Sink receives shipped hits: an *HTTPSink, or the relay in-process.
+	Sink         Sink
+	ShipBatch    int
+	ShipInterval time.Duration
+}
+
+// Service is a running redirector. Start it with Start, stop it with
+// Shutdown.
+type Service struct {
+	h        *Handler
+	journal  *store.Journal
+	shipper  *Shipper
+	srv      *http.Server
+	admin    *http.Server
+	ln, aln  net.Listener
+	log      *slog.Logger
+	stopShip context.CancelFunc
+	wg       sync.WaitGroup
+	errc     chan error
+	once     sync.Once
+}
+
+// Start opens the journal, binds the listeners and starts serving and
+// shipping. Errors from serving later arrive on Err.
+func Start(o Options) (s *Service, err error) {
+	log := o.Handler.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+		o.Handler.Logger = log
+	}
+	if o.Sink == nil {
+		return nil, errors.New("redirector: no sink to ship hits to")
+	}
+	j, err := store.OpenJournal(o.JournalPath)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = j.Close()
+		}
+	}()
+	o.Handler.Journal = j
+	h, err := New(o.Handler)
+	if err != nil {
+		return nil, err
+	}
+	sh, err := NewShipper(ShipperConfig{
+		Journal: j, Sink: o.Sink, Batch: o.ShipBatch, Interval: o.ShipInterval,
+		Logger: log, Handler: h,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s = &Service{h: h, journal: j, shipper: sh, log: log, errc: make(chan error, 2)}
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	s.srv = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          errLog,
+	}
+	if o.TLSCert != "" || o.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("redirector: tls: %w", err)
+		}
+		s.srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
+	if s.ln, err = net.Listen("tcp", o.Listen); err != nil {
+		return nil, fmt.Errorf("redirector: listen: %w", err)
+	}
+	if o.AdminListen != "" {
+		if s.aln, err = net.Listen("tcp", o.AdminListen); err != nil {
+			s.ln.Close()
+			return nil, fmt.Errorf("redirector: admin listen: %w", err)
+		}
+		g := o.Gatherer
+		if g == nil {
+			g = prometheus.DefaultGatherer
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorLog: errLog}))
+		mux.Handle("/healthz", h)
+		mux.Handle("/readyz", h)
+		s.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	}
+	shipCtx, cancel := context.WithCancel(context.Background())
+	s.stopShip = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = sh.Run(shipCtx)
+	}()
+	useTLS := s.srv.TLSConfig != nil // read before Serve touches srv
+	s.serve(s.srv, s.ln, useTLS)
+	if s.admin != nil {
+		s.serve(s.admin, s.aln, false)
+	}
+	log.Info("redirector listening", "addr", s.ln.Addr().String(), "tls", useTLS, "pending_hits", j.Len())
+	return s, nil
+}
+
+func (s *Service) serve(srv *http.Server, ln net.Listener, tls bool) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		var err error
+		if tls {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- fmt.Errorf("redirector: serve: %w", err)
+		}
+	}()
+}
+
+// Addr is the public listener's address.
+func (s *Service) Addr() net.Addr { return s.ln.Addr() }
+
+// AdminAddr is the admin listener's address, nil without one.
+func (s *Service) AdminAddr() net.Addr {
+	if s.aln == nil {
+		return nil
+	}
+	return s.aln.Addr()
+}
+
+// Handler is the public handler.
+func (s *Service) Handler() *Handler { return s.h }
+
+// Journal is the service's journal.
+func (s *Service) Journal() *store.Journal { return s.journal }
+
+// Err delivers a serving error (a listener that failed); it is closed by
+// Shutdown.
+func (s *Service) Err() <-chan error { return s.errc }
+
+// Shutdown stops the redirector gracefully: /readyz fails, the listeners
+// close, in-flight requests finish (their hits are journaled), the shipper
+// makes a final attempt to ship everything, and the journal is closed.
+// Hits that could not be shipped before ctx ended stay journaled for the
+// next start.
+func (s *Service) Shutdown(ctx context.Context) error {
+	var errs []error
+	s.once.Do(func() {
+		s.h.SetDraining(true)
+		if err := s.srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("redirector: shutdown: %w", err))
+			_ = s.srv.Close()
+		}
+		if s.admin != nil {
+			_ = s.admin.Close()
+		}
+		s.stopShip()
+		s.wg.Wait()
+		if err := s.shipper.Flush(ctx); err != nil {
+			s.log.Warn("final ship incomplete; hits stay journaled", "err", err)
+		}
+		if err := s.journal.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		close(s.errc) // every sender has returned
+	})
+	return errors.Join(errs...)
+}

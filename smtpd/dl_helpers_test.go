@@ -1,0 +1,26 @@
+package smtpd
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+)
+
+func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
+
+func readDir(p string) ([]string, error) {
+	ents, err := os.ReadDir(p)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names, err
+}
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,0 +1,138 @@
+package smtpd
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"strings"
+)
+
+func TestAuthLimiter(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newAuthLimiter(2, 4, time.Second, time.Hour, 3)
+	l.now = func() time.Time { return now }
+	a := netip.MustParseAddr("192.0.2.1")
+	steps := []struct {
+		delay   time.Duration
+		blocked bool
+	}{{0, false}, {time.Second, false}, {2 * time.Second, false}, {0, true}}
+	for i, st := range steps {
+		d, b, _ := l.fail(a)
+		if d != st.delay || b != st.blocked {
+			t.Fatalf("failure %d: delay %v blocked %v, want %v %v", i+1, d, b, st.delay, st.blocked)
+		}
+	}
+	if left, b := l.blocked(a); !b || left != time.Hour {
+		t.Fatalf("blocked = %v %v", left, b)
+	}
+	l.succeed(a) // a success does not lift a block
+	if _, b := l.blocked(a); !b {
+		t.Fatal("block lifted by a success")
+	}
+	now = now.Add(time.Hour + time.Second)
+	if _, b := l.blocked(a); b {
+		t.Fatal("block did not expire")
+	}
+	// After the window, the count starts over.
+	now = now.Add(time.Hour)
+	if d, b, _ := l.fail(a); d != 0 || b {
+		t.Fatalf("after the window: %v %v", d, b)
+	}
+	l.succeed(a)
+	if l.len() != 0 {
+		t.Fatal("success did not clear the entry")
+	}
+	// An IPv6 /64 is one entry.
+	l.fail(netip.MustParseAddr("2001:db8::1"))
+	l.fail(netip.MustParseAddr("2001:db8::2"))
+	if d, _, _ := l.fail(netip.MustParseAddr("2001:db8::ffff")); d != 2*time.Second {
+		t.Errorf("IPv6 /64 not counted together: delay %v", d)
+	}
+	// The table stays within its size, keeping blocked entries first.
+	for range 4 {
+		l.fail(a)
+	}
+	for i := range 100 {
+		l.fail(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}))
+		if n := l.len(); n > 3 {
+			t.Fatalf("table holds %d entries, cap 3", n)
+		}
+	}
+	if _, b := l.blocked(a); !b {
+		t.Error("a blocked address was evicted while unblocked ones could go")
+	}
+	// The delay is capped at 8 steps.
+	l2 := newAuthLimiter(1, 0, time.Second, time.Hour, 10)
+	var d time.Duration
+	for range 20 {
+		d, _, _ = l2.fail(a)
+	}
+	if d != 8*time.Second {
+		t.Errorf("delay %v, want the 8s cap", d)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, func(c *ServerConfig) { c.Registerer = reg })
+	c := e.client(t)
+	if err := c.Auth(sasl.NewPlainClient("", testUser, "wrong")); err == nil {
+		t.Fatal("wrong password accepted")
+	}
+	if err := c.Auth(sasl.NewPlainClient("", testUser, testPassword)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SendMail("app@example.com", []string{"a@example.org"}, strings.NewReader(testMessage)); err != nil {
+		t.Fatal(err)
+	}
+	err := c.SendMail("app@example.com", []string{"a@example.org"}, strings.NewReader("X-Smtpeter-Trackclicks: perhaps\r\n\r\nx\r\n"))
+	if err == nil {
+		t.Fatal("bad header accepted")
+	}
+	m := e.srv.metrics
+	for _, tt := range []struct {
+		name      string
+		got, want float64
+	}{
+		{"sessions now", metricValue(t, m.sessions), 1},
+		{"sessions total", metricValue(t, m.sessionsTotal), 1},
+		{"auth success", metricValue(t, m.auth.WithLabelValues("success")), 1},
+		{"auth failure", metricValue(t, m.auth.WithLabelValues("failure")), 1},
+		{"accepted", metricValue(t, m.messages.WithLabelValues("accepted")), 1},
+		{"refused", metricValue(t, m.messages.WithLabelValues("refused")), 1},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("%s = %v, want %v", tt.name, tt.got, tt.want)
+		}
+	}
+	if mfs, err := reg.Gather(); err != nil || len(mfs) != 5 {
+		t.Errorf("gather: %d families, %v", len(mfs), err)
+	}
+	// Registering twice on one registry is an error, not a panic.
+	if _, err := NewServer(ServerConfig{Submitter: e.sub, Registerer: reg}); err == nil {
+		t.Error("second registration accepted")
+	}
+	c.Close()
+	waitFor(t, func() bool { return metricValue(t, m.sessions) == 0 })
+}
+
+// metricValue reads a counter or gauge.
+func metricValue(t testing.TB, c prometheus.Metric) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	}
+	t.Fatal("not a counter or gauge")
+	return 0
+}

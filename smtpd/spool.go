@@ -1,0 +1,374 @@
+package smtpd
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/trackrelay/trackrelay/mime"
+	"github.com/trackrelay/trackrelay/store"
+)
+
+// SpoolConfig configures a Spool.
+type SpoolConfig struct {
+	Dir             string // spool folder; created if missing
+	Store           Store  // where messages and copies are recorded
+	MaxMessageBytes int64  // required: larger messages get ErrTooBig
+	// MaxHeaderBytes bounds the top-level header read for control
+	// headers; default 1 MiB. A longer header is passed through untracked
+	// by nothing: the message is spooled, its controls are not read.
+	MaxHeaderBytes int64
+	// Enqueue, if set, is handed the copies of every message once they are
+	// durable. Delivery's Queue.Add fits.
+	Enqueue func([]*store.Copy)
+	// NoSync skips fsync. Only for tests and benchmarks.
+	NoSync bool
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Spool makes submitted messages durable: the body in a file of its own,
+// the message and one copy per recipient in the store. It implements
+// Submitter. It is safe for concurrent use.
+type Spool struct {
+	cfg SpoolConfig
+	log *slog.Logger
+}
+
+var _ Submitter = (*Spool)(nil)
+
+// NewSpool opens the spool folder, creating it if needed.
+func NewSpool(cfg SpoolConfig) (*Spool, error) {
+	if cfg.Store == nil || cfg.Dir == "" || cfg.MaxMessageBytes <= 0 {
+		return nil, errors.New("smtpd: spool: Dir, Store and MaxMessageBytes are required")
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("smtpd: spool: %w", err)
+	}
+	s := &Spool{cfg: cfg, log: cfg.Logger}
+	if !cfg.NoSync {
+		// The folder's fsync makes renamed spool files durable; the store
+		// runs it once per group commit, before the records that point
+		// to them (one fsync for every message in the group).
+		cfg.Store.SetBeforeCommit(func() error { return syncDir(cfg.Dir) })
+	}
+	return s, nil
+}
+
+// Close releases the spool. Submissions must have ended.
+func (s *Spool) Close() error { return nil }
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func spoolName(id uint64) string { return store.FormatID(id) + ".eml" }
+
+const tmpPrefix = "tmp-"
+
+// Open opens the spooled body of message m for reading.
+func (s *Spool) Open(m *store.Message) (*os.File, error) {
+	f, err := os.Open(filepath.Join(s.cfg.Dir, filepath.Base(m.SpoolPath)))
+	if err != nil {
+		return nil, fmt.Errorf("smtpd: spool: %w", err)
+	}
+	return f, nil
+}
+
+// Remove deletes the spooled body of message m, once all its copies are
+// final.
+func (s *Spool) Remove(m *store.Message) error {
+	err := os.Remove(filepath.Join(s.cfg.Dir, filepath.Base(m.SpoolPath)))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("smtpd: spool: %w", err)
+	}
+	return nil
+}
+
+// Recover removes what a crash left behind: temporary files, and spooled
+// bodies that no message with copies left points to (written, but the
+// client never got its 250). Run it at start-up, before serving.
+func (s *Spool) Recover() (removed int, err error) {
+	keep := map[string]bool{}
+	if err := s.cfg.Store.SpoolFiles(func(name string) { keep[filepath.Base(name)] = true }); err != nil {
+		return 0, err
+	}
+	ents, err := os.ReadDir(s.cfg.Dir)
+	if err != nil {
+		return 0, fmt.Errorf("smtpd: spool: %w", err)
+	}
+	for _, e := range ents {
+		if e.IsDir() || keep[e.Name()] {
+			continue
+		}
+		if strings.HasPrefix(e.Name(), tmpPrefix) || strings.HasSuffix(e.Name(), ".eml") {
+			if os.Remove(filepath.Join(s.cfg.Dir, e.Name())) == nil {
+				removed++
+			}
+		}
+	}
+	return removed, nil
+}
+
+// spoolLimit passes at most n bytes and then fails with ErrTooBig if more
+// follow, so an oversized message is refused while it streams.
+type spoolLimit struct {
+	r   io.Reader
+	n   int64
+	err error // first error seen, sticky
+}
+
+func (l *spoolLimit) Read(p []byte) (int, error) {
+	if l.err != nil {
+		return 0, l.err
+	}
+	if l.n <= 0 {
+		var one [1]byte
+		k, err := io.ReadFull(l.r, one[:])
+		if k > 0 {
+			l.err = ErrTooBig
+		} else if err == io.ErrUnexpectedEOF || err == io.EOF {
+			l.err = io.EOF
+		} else {
+			l.err = err
+		}
+		return 0, l.err
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	k, err := l.r.Read(p)
+	l.n -= int64(k)
+	if err != nil {
+		l.err = err
+	}
+	return k, err
+}
+
+// headerCap stops the header phase after n bytes.
+type headerCap struct {
+	r   io.Reader
+	n   int64
+	hit bool
+}
+
+var errHeaderTooLong = errors.New("smtpd: header too long")
+
+func (h *headerCap) Read(p []byte) (int, error) {
+	if h.n <= 0 {
+		h.hit = true
+		return 0, errHeaderTooLong
+	}
+	if int64(len(p)) > h.n {
+		p = p[:h.n]
+	}
+	k, err := h.r.Read(p)
+	h.n -= int64(k)
+	return k, err
+}
+
+// Submit implements Submitter: it streams body into the spool, reads the
+// control headers on the way, and returns once the body, the message and
+// its copies are on disk. Nothing of a failed submission stays behind.
+func (s *Spool) Submit(ctx context.Context, sub *Submission, body io.Reader) (*Receipt, error) {
+	if sub == nil || sub.Cred == nil || len(sub.Recipients) == 0 {
+		return nil, errors.New("smtpd: spool: submission needs a credential and recipients")
+	}
+	st := s.cfg.Store
+	msgID := st.NextID()
+	name := spoolName(msgID)
+	tmp := filepath.Join(s.cfg.Dir, tmpPrefix+name)
+	final := filepath.Join(s.cfg.Dir, name)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("smtpd: spool: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+
+	ctrl, size, err := s.write(f, body)
+	if err != nil {
+		return nil, err
+	}
+	if !s.cfg.NoSync {
+		if err := f.Sync(); err != nil {
+			return nil, fmt.Errorf("smtpd: spool: fsync: %w", err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("smtpd: spool: %w", err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return nil, fmt.Errorf("smtpd: spool: %w", err)
+	}
+	ok = true
+	committed := false
+	defer func() {
+		if !committed {
+			os.Remove(final)
+		}
+	}()
+	now := s.cfg.Now().UTC()
+	m := &store.Message{
+		ID: msgID, SpoolPath: name, Size: size, From: sub.From,
+		Recipients: slices.Clone(sub.Recipients), SMTPUTF8: sub.SMTPUTF8, Body8Bit: sub.Body8Bit,
+		Created: now, Remaining: len(sub.Recipients),
+	}
+	copies, events := s.makeCopies(m, sub, ctrl, now)
+	if err := st.AddMessage(ctx, m, copies, events); err != nil {
+		return nil, fmt.Errorf("smtpd: spool: record: %w", err)
+	}
+	committed = true
+	rc := &Receipt{MessageID: msgID, CopyIDs: make([]uint64, len(copies))}
+	for i, c := range copies {
+		rc.CopyIDs[i] = c.ID
+	}
+	if s.cfg.Enqueue != nil {
+		s.cfg.Enqueue(copies)
+	}
+	return rc, nil
+}
+
+// write streams body into f, reading the top-level header's controls on
+// the way. A malformed or over-long header is not an error: the message
+// is spooled and its controls count as absent.
+func (s *Spool) write(f *os.File, body io.Reader) (mime.Controls, int64, error) {
+	lim := &spoolLimit{r: body, n: s.cfg.MaxMessageBytes}
+	bw := bufio.NewWriterSize(f, 64<<10)
+	cw := &countWriter{w: bw}
+	hc := &headerCap{r: io.TeeReader(lim, cw), n: s.cfg.MaxHeaderBytes}
+	br := bufio.NewReaderSize(hc, 16<<10)
+	h, herr := textproto.ReadHeader(br)
+	var ctrl mime.Controls
+	switch {
+	case lim.err != nil && lim.err != io.EOF:
+		return ctrl, 0, s.readErr(lim.err)
+	case herr == nil:
+		c, err := mime.ParseControls(&h)
+		if err != nil {
+			var ce *mime.ControlError
+			if errors.As(err, &ce) {
+				return ctrl, 0, ce
+			}
+			return ctrl, 0, fmt.Errorf("smtpd: spool: control headers: %w", err)
+		}
+		ctrl = c
+	default:
+		s.log.Debug("spool header unreadable, controls ignored", "err", herr)
+	}
+	// Everything br buffered has gone through the tee already.
+	if _, err := io.Copy(cw, lim); err != nil {
+		return ctrl, 0, s.readErr(err)
+	}
+	if cw.err != nil {
+		return ctrl, 0, fmt.Errorf("smtpd: spool: write: %w", cw.err)
+	}
+	if err := bw.Flush(); err != nil {
+		return ctrl, 0, fmt.Errorf("smtpd: spool: write: %w", err)
+	}
+	return ctrl, cw.n, nil
+}
+
+func (s *Spool) readErr(err error) error {
+	if errors.Is(err, ErrTooBig) {
+		return ErrTooBig
+	}
+	return fmt.Errorf("smtpd: spool: read: %w", err)
+}
+
+type countWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.err = err
+	return n, err
+}
+
+// Effective settings, SPEC §4: header > REST property > credential.
+func pick(header, rest *bool, cred bool) bool {
+	if header != nil {
+		return *header
+	}
+	if rest != nil {
+		return *rest
+	}
+	return cred
+}
+
+func (s *Spool) makeCopies(m *store.Message, sub *Submission, ctrl mime.Controls, now time.Time) ([]*store.Copy, []store.Event) {
+	cr := sub.Cred
+	var tags []string
+	for _, t := range append(slices.Clone(ctrl.Tags), sub.Tags...) {
+		t = strings.TrimSpace(t)
+		if t != "" && len(t) <= 256 && !strings.ContainsRune(t, 0) && !slices.Contains(tags, t) {
+			tags = append(tags, t)
+		}
+	}
+	clicks := pick(ctrl.TrackClicks, sub.Clicks, cr.Clicks)
+	opens := pick(ctrl.TrackOpens, sub.Opens, cr.Opens)
+	scam := pick(ctrl.PreventScam, sub.PreventScam, cr.PreventScam)
+	props, _ := json.Marshal(map[string]any{
+		"trackclicks": clicks, "trackopens": opens, "preventscam": scam,
+		"credential": cr.Username, "message": store.FormatID(m.ID), "size": m.Size,
+	})
+	copies := make([]*store.Copy, len(sub.Recipients))
+	events := make([]store.Event, len(sub.Recipients))
+	for i, rcpt := range sub.Recipients {
+		c := &store.Copy{
+			ID: s.cfg.Store.NextID(), MessageID: m.ID,
+			Credential: cr.Username, Account: cr.Account, Upstream: cr.Upstream,
+			Clicks: clicks, Opens: opens, PreventScam: scam, Text: cr.Text,
+			ClickDomain: cr.ClickDomain, Scheme: cr.Scheme, Tags: tags,
+			From: m.From, Recipient: rcpt, SMTPUTF8: m.SMTPUTF8, Body8Bit: m.Body8Bit,
+			Created: now, State: store.CopyQueued, NextAttempt: now,
+		}
+		copies[i] = c
+		events[i] = store.Event{
+			Log: store.LogAttempts, Account: cr.Account, ID: c.ID, Time: now,
+			Recipient: rcpt, Tags: tags,
+			Fields: map[string]string{"envelope": m.From, "properties": string(props)},
+		}
+	}
+	return copies, events
+}

@@ -1,0 +1,231 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The relay's side of hit ingest. Storage:
+//
+//	"hits"        hit id -> Hit (JSON)            every hit once: the dedup set and the raw record
+//	"hit-uniq"    'o' copy(8)        -> hit id    first open of a copy
+//	              'c' copy(8) pos(4) -> hit id    first click on a link of a copy
+//	"hit-counts"  account \x00 counter -> n(8)    running totals (HitCounts)
+func init() {
+	registerRelayBuckets(bucketHits, bucketHitUniq, bucketHitCounts)
+}
+
+const (
+	bucketHits      = "hits"
+	bucketHitUniq   = "hit-uniq"
+	bucketHitCounts = "hit-counts"
+)
+
+// HitCounts are an account's running hit totals. Unique opens count the
+// first open of each message copy; unique clicks the first click on each
+// link position of each copy. Machine counts hits from known scanners and
+// image proxies (and HEAD requests); they are included in the totals.
+type HitCounts struct {
+	Opens, UniqueOpens, MachineOpens    uint64
+	Clicks, UniqueClicks, MachineClicks uint64
+	// Orphans are hits for copies this relay has no record of (counted
+	// under the empty account).
+	Orphans uint64
+}
+
+var hitCounterNames = []string{"opens", "unique_opens", "machine_opens", "clicks", "unique_clicks", "machine_clicks", "orphans"}
+
+func (c *HitCounts) ptr(name string) *uint64 {
+	switch name {
+	case "opens":
+		return &c.Opens
+	case "unique_opens":
+		return &c.UniqueOpens
+	case "machine_opens":
+		return &c.MachineOpens
+	case "clicks":
+		return &c.Clicks
+	case "unique_clicks":
+		return &c.UniqueClicks
+	case "machine_clicks":
+		return &c.MachineClicks
+	case "orphans":
+		return &c.Orphans
+	}
+	return nil
+}
+
+// IngestHits stores hits shipped by a redirector in one durable commit:
+// each hit once (a hit id already stored is skipped, so a batch can be sent
+// again), joined to its message copy (account, recipient, tags) as an event
+// in the clicks or opens log, with the unique counts kept up to date. A hit
+// whose copy is unknown is kept raw and counted as an orphan. It returns
+// only once everything is fsynced; it is a redirector.Sink's Ingest.
+func (r *Relay) IngestHits(ctx context.Context, hits []Hit) error {
+	vals := make([][]byte, len(hits))
+	for i := range hits {
+		if hits[i].ID == "" {
+			return fmt.Errorf("store: hit %d: no id", i)
+		}
+		v, err := json.Marshal(&hits[i])
+		if err != nil {
+			return fmt.Errorf("store: hit: %w", err)
+		}
+		vals[i] = v
+	}
+	return r.update(ctx, func(tx *bolt.Tx) error {
+		hb := tx.Bucket([]byte(bucketHits))
+		ub := tx.Bucket([]byte(bucketHitUniq))
+		nb := tx.Bucket([]byte(bucketHitCounts))
+		cb := tx.Bucket([]byte(bucketCopies))
+		for i := range hits {
+			h := &hits[i]
+			id := []byte(h.ID)
+			if hb.Get(id) != nil {
+				continue // shipped twice
+			}
+			if err := hb.Put(id, vals[i]); err != nil {
+				return err
+			}
+			var c Copy
+			v := cb.Get(idKey(h.MessageID))
+			if v == nil || json.Unmarshal(v, &c) != nil || c.Account == "" {
+				if err := addCount(nb, "", "orphans"); err != nil {
+					return err
+				}
+				continue
+			}
+			ev, err := hitEvent(h, &c)
+			if err != nil {
+				return err
+			}
+			evs, err := encodeEvents([]Event{ev})
+			if err != nil {
+				return err
+			}
+			if err := putEvents(tx, evs); err != nil {
+				return err
+			}
+			if err := countHit(ub, nb, h, c.Account); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func countHit(ub, nb *bolt.Bucket, h *Hit, account string) error {
+	kind := "clicks"
+	key := append([]byte{'c'}, idKey(h.MessageID)...)
+	key = binary.BigEndian.AppendUint32(key, h.Position)
+	if h.Open() {
+		kind = "opens"
+		key = append([]byte{'o'}, idKey(h.MessageID)...)
+	}
+	if err := addCount(nb, account, kind); err != nil {
+		return err
+	}
+	if h.Machine || h.Head {
+		if err := addCount(nb, account, "machine_"+kind); err != nil {
+			return err
+		}
+	}
+	if ub.Get(key) == nil {
+		if err := ub.Put(key, []byte(h.ID)); err != nil {
+			return err
+		}
+		return addCount(nb, account, "unique_"+kind)
+	}
+	return nil
+}
+
+func addCount(nb *bolt.Bucket, account, name string) error {
+	k := []byte(account + "\x00" + name)
+	var n uint64
+	if v := nb.Get(k); len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
+	}
+	return nb.Put(k, binary.BigEndian.AppendUint64(nil, n+1))
+}
+
+// hitEvent makes the clicks or opens event (SPEC §9) for h on copy c.
+func hitEvent(h *Hit, c *Copy) (Event, error) {
+	hdr := map[string]string{}
+	if h.UserAgent != "" {
+		hdr["User-Agent"] = h.UserAgent
+	}
+	if h.Referer != "" {
+		hdr["Referer"] = h.Referer
+	}
+	hj, err := json.Marshal(hdr)
+	if err != nil {
+		return Event{}, fmt.Errorf("store: hit: %w", err)
+	}
+	ev := Event{
+		Account:   c.Account,
+		ID:        h.MessageID,
+		Time:      h.Time.UTC(),
+		Recipient: c.Recipient,
+		Tags:      c.Tags,
+		Key:       h.ID,
+		Fields:    map[string]string{"headers": string(hj), "ip": h.IP},
+	}
+	if h.Open() {
+		ev.Log = LogOpens
+		ev.Fields["protocol"] = h.Protocol
+	} else {
+		ev.Log = LogClicks
+		ev.Fields["url"] = h.URL
+		ev.Fields["destination"] = h.URL
+	}
+	return ev, nil
+}
+
+// HitCounts returns account's running hit totals. The empty account holds
+// only Orphans.
+func (r *Relay) HitCounts(account string) (HitCounts, error) {
+	var c HitCounts
+	err := r.db.View(func(tx *bolt.Tx) error {
+		nb := tx.Bucket([]byte(bucketHitCounts))
+		for _, name := range hitCounterNames {
+			if v := nb.Get([]byte(account + "\x00" + name)); len(v) == 8 {
+				*c.ptr(name) = binary.BigEndian.Uint64(v)
+			}
+		}
+		return nil
+	})
+	return c, err
+}
+
+// Hit returns the stored hit with id, and whether there is one.
+func (r *Relay) Hit(id string) (Hit, bool, error) {
+	var h Hit
+	var ok bool
+	err := r.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket([]byte(bucketHits)).Get([]byte(id))
+		if v == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(v, &h)
+	})
+	if err != nil {
+		return Hit{}, false, fmt.Errorf("store: hit %s: %w", strings.ToValidUTF8(id, "?"), err)
+	}
+	return h, ok, nil
+}
+
+// HitIDs calls fn with the id of every stored hit, in id (time) order.
+func (r *Relay) HitIDs(fn func(id string)) error {
+	return r.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketHits)).ForEach(func(k, _ []byte) error {
+			fn(string(k))
+			return nil
+		})
+	})
+}

@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testRelayWithCopy opens a relay database holding one message with one
+// copy for rcpt in account "shop", tagged.
+func testRelayWithCopy(t *testing.T, rcpt string) (*Relay, *Copy) {
+	t.Helper()
+	r, err := OpenRelay(filepath.Join(t.TempDir(), "relay.db"), RelayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	m := &Message{ID: r.NextID(), SpoolPath: "m1", Recipients: []string{rcpt}, Created: time.Now().UTC(), Remaining: 1}
+	c := &Copy{ID: r.NextID(), MessageID: m.ID, Account: "shop", Recipient: rcpt, Tags: []string{"newsletter", "nov"}, State: CopyQueued, Created: m.Created}
+	if err := r.AddMessage(context.Background(), m, []*Copy{c}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return r, c
+}
+
+func TestIngestHits(t *testing.T) {
+	r, c := testRelayWithCopy(t, "Anna@example.org")
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	hits := []Hit{
+		{ID: "0000000000000001aaaaaaaa", Time: now, Kind: "pixel", MessageID: c.ID, IP: "192.0.2.1", UserAgent: "Mozilla/5.0 (X11)", Protocol: "HTTP/1.1"},
+		{ID: "0000000000000002aaaaaaaa", Time: now.Add(time.Second), Kind: "image", MessageID: c.ID, Position: 1, URL: "https://cdn.example/i.png", Protocol: "HTTP/2.0+tls", Machine: true},
+		{ID: "0000000000000003aaaaaaaa", Time: now.Add(2 * time.Second), Kind: "click", MessageID: c.ID, Position: 2, URL: "https://shop.example/p?a=1", IP: "192.0.2.1", Referer: "https://mail.example/"},
+		{ID: "0000000000000004aaaaaaaa", Time: now.Add(3 * time.Second), Kind: "click", MessageID: c.ID, Position: 2, URL: "https://shop.example/p?a=1"},
+		{ID: "0000000000000005aaaaaaaa", Time: now.Add(4 * time.Second), Kind: "click", MessageID: c.ID, Position: 3, URL: "https://shop.example/q", Head: true},
+		{ID: "0000000000000006aaaaaaaa", Time: now, Kind: "click", MessageID: 12345, URL: "https://shop.example/orphan"},
+	}
+	ctx := context.Background()
+	// Sent twice, and concurrently: every hit is stored once.
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.IngestHits(ctx, hits); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := r.IngestHits(ctx, hits[:2]); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.HitCounts("shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := HitCounts{Opens: 2, UniqueOpens: 1, MachineOpens: 1, Clicks: 3, UniqueClicks: 2, MachineClicks: 1}
+	if got != want {
+		t.Fatalf("counts %+v, want %+v", got, want)
+	}
+	if o, _ := r.HitCounts(""); o.Orphans != 1 {
+		t.Fatalf("orphans %+v", o)
+	}
+	var clicks, opens []Event
+	for e, err := range r.Events(ctx, "shop", LogClicks, time.Time{}, time.Time{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		clicks = append(clicks, e)
+	}
+	for e, err := range r.Events(ctx, "shop", LogOpens, time.Time{}, time.Time{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		opens = append(opens, e)
+	}
+	if len(clicks) != 3 || len(opens) != 2 {
+		t.Fatalf("%d clicks, %d opens", len(clicks), len(opens))
+	}
+	e := clicks[0]
+	if e.ID != c.ID || e.Recipient != "Anna@example.org" || len(e.Tags) != 2 || e.Tags[0] != "newsletter" ||
+		e.Value("url") != "https://shop.example/p?a=1" || e.Value("destination") != "https://shop.example/p?a=1" ||
+		e.Value("ip") != "192.0.2.1" || e.Value("headers") != `{"Referer":"https://mail.example/"}` || !e.Time.Equal(now.Add(2*time.Second)) {
+		t.Fatalf("click event %+v", e)
+	}
+	if o := opens[0]; o.Value("protocol") != "HTTP/1.1" || o.Value("headers") != `{"User-Agent":"Mozilla/5.0 (X11)"}` || o.Recipient != "Anna@example.org" {
+		t.Fatalf("open event %+v", o)
+	}
+	h, ok, err := r.Hit("0000000000000006aaaaaaaa")
+	if err != nil || !ok || h.URL != "https://shop.example/orphan" {
+		t.Fatalf("orphan hit %+v %v %v", h, ok, err)
+	}
+	n := 0
+	if err := r.HitIDs(func(string) { n++ }); err != nil || n != len(hits) {
+		t.Fatalf("%d hits stored, want %d (%v)", n, len(hits), err)
+	}
+}
