@@ -301,6 +301,7 @@ func (c *Config) SetDefaults() {
 	if c.API.Addr == "" {
 		c.API.Addr = "127.0.0.1:8025"
 	}
+	c.Redirector.SetDefaults()
 }
 
 // Path resolves p against BaseDir. Empty stays empty.
@@ -513,6 +514,9 @@ func (c *Config) Validate() error {
 		if !validBcrypt(k.KeyHash) {
 			p.add(key+".key_hash", "must be a bcrypt hash (make one with \"trackrelay passwd\")")
 		}
+	}
+	if err := c.Redirector.Validate(); err != nil {
+		p = append(p, err)
 	}
 	return errors.Join(p...)
 }

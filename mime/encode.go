@@ -31,6 +31,15 @@ func newQPWriter(w io.Writer, eol string) *qpWriter {
 
 const upperhex = "0123456789ABCDEF"
 
+// qpLiteral marks the octets quoted-printable writes as themselves: the
+// printable ASCII characters other than "=" (RFC 2045 §6.7 rule 2).
+var qpLiteral = func() (t [256]bool) {
+	for b := 33; b <= 126; b++ {
+		t[b] = b != '='
+	}
+	return t
+}()
+
 func (q *qpWriter) Write(p []byte) (int, error) {
 	// The state lives in locals while encoding: the encoder is the hot
 	// loop of a tracked quoted-printable part.
@@ -80,22 +89,35 @@ func (q *qpWriter) Write(p []byte) (int, error) {
 			escaped('\r')
 		}
 		switch {
-		case b >= 33 && b <= 126 && b != '=':
+		case qpLiteral[b]:
 			flushWS(false)
-			if lineLen+1 > maxEncodedLine-1 {
-				buf = append(buf, '=')
-				buf = append(buf, eol...)
-				lineLen = 0
+			// Copy the whole run of literal octets a line at a time: this
+			// is the hot path of a tracked quoted-printable part.
+			j := i + 1
+			for j < len(p) && qpLiteral[p[j]] {
+				j++
 			}
-			if b == '-' && lineLen == 0 {
-				// An encoded line never starts with "-", so no line of a
-				// re-encoded body can pass for a boundary delimiter, even
-				// where a soft break lands just before "--boundary".
-				escaped(b)
-				continue
+			for i < j {
+				if lineLen+1 > maxEncodedLine-1 {
+					buf = append(buf, '=')
+					buf = append(buf, eol...)
+					lineLen = 0
+				}
+				if lineLen == 0 && p[i] == '-' {
+					// An encoded line never starts with "-", so no line of
+					// a re-encoded body can pass for a boundary delimiter,
+					// even where a soft break lands just before
+					// "--boundary".
+					escaped('-')
+					i++
+					continue
+				}
+				n := min(j-i, maxEncodedLine-1-lineLen)
+				buf = append(buf, p[i:i+n]...)
+				lineLen += n
+				i += n
 			}
-			buf = append(buf, b)
-			lineLen++
+			i--
 		case b == '\r':
 			cr = true
 		case b == '\n':

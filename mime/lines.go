@@ -29,8 +29,9 @@ type lineReader struct {
 	ok        bool   // line is pending
 	err       error  // sticky error once the input is exhausted
 	nextStart bool
-	top       bool  // nothing consumed yet
-	off       int64 // input offset of the pending line
+	top       bool   // nothing consumed yet
+	off       int64  // input offset of the pending line
+	prevEOL   string // line ending of the last consumed line ("" for none)
 }
 
 // peek returns the pending line, reading one if needed. At the end of the
@@ -68,6 +69,7 @@ func (lr *lineReader) peek() ([]byte, error) {
 func (lr *lineReader) consume() {
 	if lr.ok {
 		lr.off += int64(len(lr.line))
+		lr.prevEOL = eolOf(lr.line)
 	}
 	lr.ok, lr.top = false, false
 }

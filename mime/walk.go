@@ -253,6 +253,9 @@ type walker struct {
 	tr      Tracker
 	rep     *Report
 	in, out *spool
+	// delimEOL is the line ending of the first delimiter line of the
+	// innermost multipart being walked: the one its delimiters must keep.
+	delimEOL string
 }
 
 func (wk *walker) skip(path, reason string) {
@@ -346,6 +349,8 @@ func (wk *walker) multipart(mt, boundary, path string, depth int, stack [][]byte
 	st := append(stack[:len(stack):len(stack)], []byte("--"+boundary))
 	me := len(st) - 1
 	lr := wk.lr
+	firstEOL := "" // line ending of the first delimiter line
+	defer func(saved string) { wk.delimEOL = saved }(wk.delimEOL)
 	// Preamble: up to the first delimiter line.
 	if _, err := lr.copyUntilOrder(wk.w, st, true); err != nil {
 		return err
@@ -363,6 +368,21 @@ func (wk *walker) multipart(mt, boundary, path string, depth int, stack [][]byte
 		if d != me {
 			wk.skip(path, "unterminated multipart")
 			return nil
+		}
+		if n == 1 {
+			firstEOL = eolOf(l)
+			wk.delimEOL = firstEOL
+		} else if e := eolOf(l); e != "" && e != firstEOL || lr.prevEOL != firstEOL {
+			// Parsers part ways here: Go's and go-message's multipart
+			// readers take the line ending of the first delimiter line and
+			// miss a later delimiter if it, or the line break before it
+			// (which RFC 2046 makes part of the delimiter), ends otherwise;
+			// Python's reader (and ours) see it. Leave what follows as it
+			// came in, so that no reading of the message sees a changed
+			// untracked part.
+			wk.skip(path, "boundary lines mix CRLF and LF line endings: the rest of the multipart passes through")
+			_, err := lr.copyUntil(wk.w, stack)
+			return err
 		}
 		if _, err := wk.w.Write(l); err != nil {
 			return err
@@ -398,6 +418,18 @@ func (wk *walker) multipart(mt, boundary, path string, depth int, stack [][]byte
 			return err
 		}
 	}
+}
+
+// eolOf returns the line ending of l: "\r\n", "\n", or "" for a last line
+// without one.
+func eolOf(l []byte) string {
+	switch {
+	case bytes.HasSuffix(l, []byte("\r\n")):
+		return "\r\n"
+	case bytes.HasSuffix(l, []byte("\n")):
+		return "\n"
+	}
+	return ""
 }
 
 // leaf tracks one text leaf. Its raw body is spooled first, so that if it
@@ -503,8 +535,14 @@ func (wk *walker) leaf(rh *rawHeader, path string, stack [][]byte, isHTML bool, 
 	if atDelim && len(held) == 0 && out.n > 0 && last != '\n' {
 		// The body was empty, so the empty line that ended the header was
 		// also the line ending before the delimiter; the boundary must
-		// still start on a line of its own, after the same line ending.
-		if _, err := io.WriteString(wk.w, eolOr(string(rh.term))); err != nil {
+		// still start on a line of its own, after the line ending its
+		// multipart's delimiters use (readers that follow the first
+		// delimiter's ending, like Go's, look for exactly that).
+		e := wk.delimEOL
+		if e == "" {
+			e = eolOr(string(rh.term))
+		}
+		if _, err := io.WriteString(wk.w, e); err != nil {
 			return err
 		}
 	}

@@ -32,7 +32,8 @@ func BenchmarkHandler(b *testing.B) {
 		{"durable", func(b *testing.B) http.Handler { return newEnvFor(b, codec) }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			srv := httptest.NewServer(tc.h(b))
+			h := tc.h(b)
+			srv := httptest.NewServer(h)
 			defer srv.Close()
 			tr := &http.Transport{MaxIdleConnsPerHost: 256}
 			defer tr.CloseIdleConnections()
@@ -59,6 +60,13 @@ func BenchmarkHandler(b *testing.B) {
 			})
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hits/s")
+			if rh, ok := h.(*Handler); ok {
+				j := rh.journal
+				c := float64(max(j.Commits(), 1))
+				b.ReportMetric(float64(b.N)/c, "hits/commit")
+				b.ReportMetric(j.CommitTime().Seconds()*1e3/c, "ms/commit")
+				b.ReportMetric(j.CommitTime().Seconds()/b.Elapsed().Seconds(), "commit-busy")
+			}
 		})
 	}
 }

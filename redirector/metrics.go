@@ -17,6 +17,7 @@ type metrics struct {
 	journalErrors prometheus.Counter
 	shipped       prometheus.Counter
 	shipErrors    prometheus.Counter
+	dropped       *prometheus.CounterVec // by reason: rejected, unreadable
 }
 
 // outcomes are the values of the requests counter's label.
@@ -54,6 +55,10 @@ func newMetrics(reg prometheus.Registerer, j *store.Journal, now func() time.Tim
 			Name: "trackrelay_redirector_ship_errors_total",
 			Help: "Failed attempts to ship a batch of hits to the relay.",
 		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackrelay_redirector_dropped_hits_total",
+			Help: "Journal records not shipped and deleted: refused by the relay (rejected) or unreadable.",
+		}, []string{"reason"}),
 	}
 	m.outcome, m.hitKind = map[string]prometheus.Counter{}, map[string]prometheus.Counter{}
 	for _, o := range outcomes {
@@ -66,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, j *store.Journal, now func() time.Tim
 		return m, nil
 	}
 	cs := []prometheus.Collector{
-		m.requests, m.hits, m.journalErrors, m.shipped, m.shipErrors,
+		m.requests, m.hits, m.journalErrors, m.shipped, m.shipErrors, m.dropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "trackrelay_redirector_journal_pending_hits",
 			Help: "Hits in the journal not yet acknowledged by the relay.",

@@ -117,38 +117,72 @@ func (s *Shipper) Run(ctx context.Context) error {
 	}
 }
 
-// shipOnce sends one batch. It returns how many hits were acknowledged.
+// shipOnce sends one batch. It returns how many journal records it
+// settled: hits acknowledged or rejected by the sink, and unreadable
+// records, all deleted from the journal.
 func (s *Shipper) shipOnce(ctx context.Context) (int, error) {
-	hits, err := s.cfg.Journal.Pending(s.cfg.Batch)
+	hits, unreadable, err := s.cfg.Journal.Next(s.cfg.Batch)
 	if err != nil {
 		s.log.Error("journal read failed", "err", err)
 		return 0, err
 	}
-	if len(hits) == 0 {
+	for _, id := range unreadable {
+		s.log.Error("unreadable journal record dropped", "hit", id)
+	}
+	var rejected []Rejection
+	if len(hits) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		err = s.cfg.Sink.Ingest(cctx, hits)
+		cancel()
+		var re *RejectedError
+		if errors.As(err, &re) {
+			// The sink stored the rest; these would be refused again
+			// on every retry, so they are dropped, loudly.
+			rejected, err = re.Rejected, nil
+		}
+		if err != nil {
+			s.m.shipErrors.Inc()
+			if ctx.Err() == nil {
+				s.log.Warn("shipping hits failed; will retry", "err", err, "hits", len(hits))
+			}
+			if len(unreadable) > 0 {
+				_ = s.deleteUnreadable(unreadable)
+			}
+			return 0, err
+		}
+	}
+	if len(hits)+len(unreadable) == 0 {
 		return 0, nil
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	err = s.cfg.Sink.Ingest(cctx, hits)
-	cancel()
-	if err != nil {
-		s.m.shipErrors.Inc()
-		if ctx.Err() == nil {
-			s.log.Warn("shipping hits failed; will retry", "err", err, "hits", len(hits))
-		}
-		return 0, err
+	for _, r := range rejected {
+		s.log.Warn("relay rejected hit; dropped", "hit", r.ID, "index", r.Index, "reason", r.Reason)
 	}
-	ids := make([]string, len(hits))
-	for i, h := range hits {
-		ids[i] = h.ID
+	ids := make([]string, 0, len(hits)+len(unreadable))
+	for _, h := range hits {
+		ids = append(ids, h.ID)
 	}
+	ids = append(ids, unreadable...)
 	if err := s.cfg.Journal.Delete(ids); err != nil {
 		// Shipped but still journaled: they go again, and the relay
 		// drops the duplicates.
 		s.log.Error("journal delete failed", "err", err)
 		return 0, err
 	}
-	s.m.shipped.Add(float64(len(hits)))
-	return len(hits), nil
+	s.m.shipped.Add(float64(len(hits) - len(rejected)))
+	s.m.dropped.WithLabelValues("rejected").Add(float64(len(rejected)))
+	s.m.dropped.WithLabelValues("unreadable").Add(float64(len(unreadable)))
+	return len(ids), nil
+}
+
+// deleteUnreadable deletes unreadable records while the sink is failing,
+// so that they do not wait for the relay to come back.
+func (s *Shipper) deleteUnreadable(ids []string) error {
+	if err := s.cfg.Journal.Delete(ids); err != nil {
+		s.log.Error("journal delete failed", "err", err)
+		return err
+	}
+	s.m.dropped.WithLabelValues("unreadable").Add(float64(len(ids)))
+	return nil
 }
 
 // Flush ships until the journal is empty, retrying with backoff, or until

@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/trackrelay/trackrelay/store"
@@ -30,6 +29,67 @@ type SinkFunc func(ctx context.Context, hits []store.Hit) error
 // Ingest calls f.
 func (f SinkFunc) Ingest(ctx context.Context, hits []store.Hit) error { return f(ctx, hits) }
 
+// Rejection names a hit of a batch that the relay refused, and why. The
+// relay stores the rest of the batch; the shipper drops rejected hits
+// (logging them) instead of retrying them forever.
+type Rejection struct {
+	Index  int    `json:"index"` // position in the batch
+	ID     string `json:"id"`    // the hit's id, "" when it had none
+	Reason string `json:"reason"`
+}
+
+// RejectedError is what a Sink returns when it stored every hit of a batch
+// except the Rejected ones: a partial success, not a failure to retry.
+type RejectedError struct {
+	Rejected []Rejection
+}
+
+func (e *RejectedError) Error() string {
+	msg := fmt.Sprintf("redirector: %d hits rejected", len(e.Rejected))
+	if len(e.Rejected) > 0 {
+		msg += ": first: " + e.Rejected[0].Reason
+	}
+	return msg
+}
+
+// CheckedSink returns a Sink that applies the ingest endpoint's checks to
+// each hit before passing the valid ones to sink, and answers a
+// *RejectedError naming the others. In-process hand-off (serve) uses it so
+// that it takes the same path as shipping over HTTP.
+func CheckedSink(sink Sink) Sink {
+	return SinkFunc(func(ctx context.Context, hits []store.Hit) error {
+		var rej []Rejection
+		valid := make([]store.Hit, 0, len(hits))
+		index := make([]int, 0, len(hits))
+		for i, h := range hits {
+			if err := checkHit(h); err != nil {
+				rej = append(rej, Rejection{Index: i, ID: clip(h.ID, maxHitID), Reason: err.Error()})
+				continue
+			}
+			valid = append(valid, h)
+			index = append(index, i)
+		}
+		if len(valid) > 0 {
+			if err := sink.Ingest(ctx, valid); err != nil {
+				var re *RejectedError
+				if !errors.As(err, &re) {
+					return err
+				}
+				for _, r := range re.Rejected {
+					if r.Index >= 0 && r.Index < len(index) {
+						r.Index = index[r.Index]
+					}
+					rej = append(rej, r)
+				}
+			}
+		}
+		if len(rej) > 0 {
+			return &RejectedError{Rejected: rej}
+		}
+		return nil
+	})
+}
+
 // Limits of the ingest endpoint.
 const (
 	// MaxIngestBody bounds one POST to the ingest endpoint.
@@ -44,6 +104,22 @@ type ingestBody struct {
 	Hits []store.Hit `json:"hits"`
 }
 
+// ingestRaw is how the endpoint reads a batch: each hit on its own, so one
+// that does not decode is rejected alone.
+type ingestRaw struct {
+	Hits []json.RawMessage `json:"hits"`
+}
+
+// ingestAnswer is the JSON of the endpoint's 200 answer.
+type ingestAnswer struct {
+	Accepted int         `json:"accepted"`
+	Rejected []Rejection `json:"rejected,omitempty"`
+}
+
+// maxAnswer bounds the ingest answer the shipper reads: every hit of a
+// full batch rejected with a long reason fits.
+const maxAnswer = MaxIngestHits * 512
+
 // HTTPSink ships hits to a relay's IngestHandler over HTTP(S) with a
 // bearer secret.
 type HTTPSink struct {
@@ -53,6 +129,8 @@ type HTTPSink struct {
 }
 
 // Ingest POSTs hits as one JSON batch and succeeds only on a 2xx answer.
+// When the answer names rejected hits, it returns a *RejectedError: the
+// others are stored.
 func (s *HTTPSink) Ingest(ctx context.Context, hits []store.Hit) error {
 	body, err := json.Marshal(ingestBody{Hits: hits})
 	if err != nil {
@@ -73,9 +151,15 @@ func (s *HTTPSink) Ingest(ctx context.Context, hits []store.Hit) error {
 		return fmt.Errorf("redirector: ship: %w", err)
 	}
 	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("redirector: ship: relay answered %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("redirector: ship: relay answered %s: %s", resp.Status, strings.TrimSpace(strings.ToValidUTF8(string(msg), "?")))
+	}
+	// 2xx means the relay stored the batch. An answer that does not parse
+	// (an older relay) names no rejections.
+	var ans ingestAnswer
+	if json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(&ans) == nil && len(ans.Rejected) > 0 {
+		return &RejectedError{Rejected: ans.Rejected}
 	}
 	return nil
 }
@@ -103,7 +187,7 @@ func IngestHandler(sink Sink, secret string, log *slog.Logger) http.Handler {
 			plain(w, http.StatusUnauthorized, "401 unauthorized\n")
 			return
 		}
-		var b ingestBody
+		var b ingestRaw
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxIngestBody))
 		if err := dec.Decode(&b); err != nil {
 			var tooBig *http.MaxBytesError
@@ -118,20 +202,50 @@ func IngestHandler(sink Sink, secret string, log *slog.Logger) http.Handler {
 			plain(w, http.StatusRequestEntityTooLarge, "413 too many hits in one batch\n")
 			return
 		}
-		for i, h := range b.Hits {
-			if err := checkHit(h); err != nil {
-				plain(w, http.StatusBadRequest, "400 bad batch: hit "+strconv.Itoa(i)+": "+err.Error()+"\n")
+		// Hits are checked one by one: a bad one is named in the answer
+		// and the rest are stored, so it cannot block the ones behind it.
+		var rej []Rejection
+		hits := make([]store.Hit, 0, len(b.Hits))
+		index := make([]int, 0, len(b.Hits))
+		for i, raw := range b.Hits {
+			var h store.Hit
+			if err := json.Unmarshal(raw, &h); err != nil {
+				var id struct {
+					ID string `json:"id"`
+				}
+				_ = json.Unmarshal(raw, &id)
+				rej = append(rej, Rejection{Index: i, ID: clip(id.ID, maxHitID), Reason: "not a hit: " + clip(err.Error(), 200)})
+				continue
+			}
+			hits = append(hits, h)
+			index = append(index, i)
+		}
+		if err := CheckedSink(sink).Ingest(r.Context(), hits); err != nil {
+			var re *RejectedError
+			if !errors.As(err, &re) {
+				log.Error("ingest failed", "err", err, "hits", len(hits))
+				plain(w, http.StatusServiceUnavailable, "503 could not store the batch\n")
 				return
 			}
+			for _, x := range re.Rejected {
+				if x.Index >= 0 && x.Index < len(index) {
+					x.Index = index[x.Index]
+				}
+				rej = append(rej, x)
+			}
 		}
-		if err := sink.Ingest(r.Context(), b.Hits); err != nil {
-			log.Error("ingest failed", "err", err, "hits", len(b.Hits))
-			plain(w, http.StatusServiceUnavailable, "503 could not store the batch\n")
-			return
+		if len(rej) > 0 {
+			log.Warn("ingest rejected hits", "rejected", len(rej), "hits", len(b.Hits), "first_id", rej[0].ID, "first_reason", rej[0].Reason)
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = fmt.Fprintf(w, "{\"accepted\":%d}\n", len(b.Hits))
+		_ = json.NewEncoder(w).Encode(ingestAnswer{Accepted: len(b.Hits) - len(rej), Rejected: rej})
 	})
+}
+
+// clip cuts s to at most n bytes of valid UTF-8, for echoing untrusted
+// input in an answer or a log.
+func clip(s string, n int) string {
+	return strings.ToValidUTF8(truncate(s, n), "?")
 }
 
 func checkHit(h store.Hit) error {

@@ -258,6 +258,15 @@ func (u *SMTPUpstream) Deliver(ctx context.Context, env Envelope, write func(io.
 func (u *SMTPUpstream) transact(pc *pooledConn, env Envelope, write func(io.Writer) error, res Result) (Result, error) {
 	c := pc.c
 	opts := &smtp.MailOptions{UTF8: env.SMTPUTF8, Size: env.Size}
+	if ok, _ := c.Extension("SMTPUTF8"); env.SMTPUTF8 && !ok {
+		if !isASCII(env.From) || !isASCII(env.To) {
+			// RFC 6531 §3.2: cannot be relayed to this upstream.
+			res.State = "mail"
+			return res, &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7},
+				Message: "upstream does not support SMTPUTF8 and the envelope needs it"}
+		}
+		opts.UTF8 = false // ASCII envelope: send it without the extension
+	}
 	if env.Body8Bit {
 		opts.Body = smtp.Body8BitMIME
 	}
@@ -287,6 +296,15 @@ func (u *SMTPUpstream) transact(pc *pooledConn, env Envelope, write func(io.Writ
 	res.State = "done"
 	res.Reply = "250 " + resp.StatusText
 	return res, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // Close closes idle connections; connections in use close when their

@@ -51,7 +51,7 @@ type scriptedUpstream struct {
 	released chan struct{}
 }
 
-func newScriptedUpstream(t testing.TB, mode string, tlsCfg *tls.Config, script func(int, string) string) *scriptedUpstream {
+func newScriptedUpstream(t testing.TB, mode string, tlsCfg *tls.Config, script func(int, string) string, tune ...func(*smtp.Server)) *scriptedUpstream {
 	t.Helper()
 	u := &scriptedUpstream{t: t, script: script, got: map[string][][]byte{}, from: map[string]string{}, released: make(chan struct{})}
 	if u.script == nil {
@@ -67,6 +67,9 @@ func newScriptedUpstream(t testing.TB, mode string, tlsCfg *tls.Config, script f
 	s.EnableSMTPUTF8 = true
 	s.ReadTimeout = 10 * time.Second
 	s.WriteTimeout = 10 * time.Second
+	for _, f := range tune {
+		f(s)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -369,5 +372,22 @@ func TestFolderUpstream(t *testing.T) {
 	ents, _ := readDir(dir)
 	if len(ents) != 1 {
 		t.Fatalf("folder holds %v, want only the first message", ents)
+	}
+}
+
+func TestSMTPUpstreamWithoutSMTPUTF8(t *testing.T) {
+	u := newScriptedUpstream(t, "none", nil, nil, func(s *smtp.Server) { s.EnableSMTPUTF8 = false })
+	up, _ := NewSMTPUpstream(SMTPUpstreamConfig{Name: "t", Host: "127.0.0.1", Port: u.port(), TLS: "none", PoolSize: 1})
+	defer up.Close()
+	write := func(w io.Writer) error { _, err := io.WriteString(w, "Subject: x\r\n\r\nx\r\n"); return err }
+	if _, err := up.Deliver(context.Background(), Envelope{From: "a@x.test", To: "b@y.test", SMTPUTF8: true}, write); err != nil {
+		t.Fatalf("ASCII envelope with SMTPUTF8 requested: %v", err)
+	}
+	_, err := up.Deliver(context.Background(), Envelope{From: "a@x.test", To: "bü@y.test", SMTPUTF8: true}, write)
+	if code, status, _ := describe(err); code != 553 || status != "5.6.7" {
+		t.Fatalf("UTF-8 recipient to a non-SMTPUTF8 upstream: %v (%d %s)", err, code, status)
+	}
+	if u.total() != 1 {
+		t.Fatalf("upstream got %d messages, want 1", u.total())
 	}
 }

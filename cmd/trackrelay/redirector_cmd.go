@@ -150,7 +150,7 @@ func startServeRedirector(cfg *config.Config, httpAddr string, codec *rewrite.Co
 	if err := c.Redirector.Validate(); err != nil {
 		return nil, err
 	}
-	opts, err := redirectorOptions(&c, codec, redirector.SinkFunc(st.IngestHits), log, reg)
+	opts, err := redirectorOptions(&c, codec, redirector.CheckedSink(redirector.SinkFunc(st.IngestHits)), log, reg)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/trackrelay/trackrelay/api"
 	"github.com/trackrelay/trackrelay/config"
 	"github.com/trackrelay/trackrelay/rewrite"
 	"github.com/trackrelay/trackrelay/smtpd"
@@ -618,12 +619,19 @@ func (a *relayApp) retention(ctx context.Context) {
 		} else if n > 0 {
 			a.log.Info("log retention", "deleted", n)
 		}
+		// The daily summaries behind /v1/stats and /v1/links go with the
+		// events they summarise.
+		if r, err := a.store.DeleteRollupsBefore(ctx, cutoff); err != nil && ctx.Err() == nil {
+			a.log.Error("summary retention failed", "err", err)
+		} else if r > 0 {
+			a.log.Info("summary retention", "deleted", r)
+		}
 		t.Reset(24 * time.Hour)
 	}
 }
 
-// apiHandler serves the internal listener: health, readiness, metrics.
-// TODO(issue 6): the REST API mounts here.
+// apiHandler serves the internal listener: health, readiness, metrics
+// and the REST API under /v1/.
 func (a *relayApp) apiHandler(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -639,5 +647,27 @@ func (a *relayApp) apiHandler(reg *prometheus.Registry) http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Hits from standalone redirectors, when an ingest secret is set (in
+	// serve the redirector hands hits over in-process instead).
+	if h, err := relayIngestHandler(a.cfg, a.store, a.log); err != nil {
+		a.log.Error("hit ingest endpoint off", "err", err)
+	} else if h != nil {
+		mux.Handle("POST "+ingestPath, h)
+	}
+	// The REST API (issue 6). config.Validate has checked api.keys.
+	keys, err := api.KeysFromConfig(a.cfg)
+	var kr *api.Keyring
+	if err == nil {
+		kr, err = api.NewKeyring(keys)
+	}
+	if err != nil {
+		a.log.Error("rest api off", "err", err)
+		return mux
+	}
+	mux.Handle("/v1/", api.New(api.Config{
+		Submitter: a.spool, Events: a.store, Copies: a.store, Keys: kr,
+		MaxBodyBytes: a.cfg.SMTP.MaxMessageBytes*4/3 + 1<<20, // base64 attachments in JSON
+		Log:          a.log.With("component", "api"),
+	}))
 	return mux
 }

@@ -108,6 +108,11 @@ func cmdRewrite(ctx context.Context, args []string, io stdio) error {
 	if err != nil {
 		return err
 	}
+	if rep.ControlErr != nil {
+		// The walker treats the bad header as absent so that delivery never
+		// fails; the relay refuses such a message at DATA. Say so loudly.
+		return fmt.Errorf("the relay would refuse this message (550 5.6.0): %w", rep.ControlErr)
+	}
 	if rep.Untouched != "" {
 		fmt.Fprintf(io.err, "message passed through untracked: %s\n", rep.Untouched)
 	}

@@ -157,3 +157,13 @@ func TestRewriteCmdMessage(t *testing.T) {
 		})
 	}
 }
+
+// A bad control header value is what the relay refuses at DATA; the
+// preview must say so and fail, not quietly ignore the header.
+func TestRewriteCmdBadControlHeader(t *testing.T) {
+	msg := "From: a@example.com\r\nX-SMTPeter-TrackClicks: maybe\r\nContent-Type: text/html\r\n\r\n<a href=\"https://shop.example.com/x\">x</a>\r\n"
+	_, _, err := runRewrite(t, msg)
+	if err == nil || !strings.Contains(err.Error(), "x-smtpeter-trackclicks") || !strings.Contains(err.Error(), "5.6.0") {
+		t.Fatalf("err = %v, want a refusal naming the header", err)
+	}
+}
