@@ -4,6 +4,9 @@
 // 1×1 GIF (the open pixel); a bad token gets a 404 and never a redirect. A
 // shipper sends journaled hits to the relay, at least once, over an
 // authenticated internal endpoint (IngestHandler) or in-process (Sink).
+// The relay stores the valid hits of a batch and names the others, each
+// with a reason, in its 200 answer; the shipper drops those (logging them
+// at warn) so that one bad hit never blocks the ones behind it.
 //
 // HTTP per RFC 9110 (semantics) and RFC 9111 (Cache-Control); hosts in
 // Unicode leave as IDNA A-labels (RFC 5891, UTS #46); X-Forwarded-For as

@@ -295,30 +295,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the real binary; skipped with -short")
 	}
-	bin, err := buildBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	cfgPath, _, err := ensureDevConfig(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgText := string(raw)
-	for _, r := range [][2]string{
-		{`addr = "127.0.0.1:2525"`, `addr = "127.0.0.1:0"`},
-		{`addr = "127.0.0.1:8025"`, `addr = "127.0.0.1:0"`},
-		{`click_domain  = "localhost:8080"`, `click_domain  = "click.test"`},
-	} {
-		if !strings.Contains(cfgText, r[0]) {
-			t.Fatalf("the dev config changed: no %q in it", r[0])
-		}
-		cfgText = strings.Replace(cfgText, r[0], r[1], 1)
-	}
+	bin, dir, cfgPath, cfgText := testDevConfig(t)
 	cfgText += "\n[redirector]\nlisten = \"127.0.0.1:0\"\nship_interval = \"50ms\"\n"
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
@@ -349,21 +326,7 @@ func TestServeEndToEnd(t *testing.T) {
 	sendPlain(t, p.addrs["smtp"], "shop@example.com", "reader@example.org", msg)
 
 	// The delivered copy.
-	var eml []byte
-	deadline := time.Now().Add(20 * time.Second)
-	for eml == nil {
-		files, _ := filepath.Glob(filepath.Join(dir, "outbox", "*.eml"))
-		if len(files) > 0 {
-			if eml, err = os.ReadFile(files[0]); err != nil {
-				t.Fatal(err)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no .eml delivered")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eml := waitEML(t, dir)
 	mr, err := mail.CreateReader(bytes.NewReader(eml))
 	if err != nil {
 		t.Fatal(err)

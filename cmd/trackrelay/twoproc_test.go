@@ -15,6 +15,57 @@ import (
 	"time"
 )
 
+// testDevConfig builds the binary and writes a dev config into a new
+// folder with every listener on a free port and click domain click.test.
+// It returns the config's text for the caller to extend and write again.
+func testDevConfig(t *testing.T) (bin, dir, cfgPath, cfgText string) {
+	t.Helper()
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	cfgPath, _, err = ensureDevConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgText = string(raw)
+	for _, r := range [][2]string{
+		{`addr = "127.0.0.1:2525"`, `addr = "127.0.0.1:0"`},
+		{`addr = "127.0.0.1:8025"`, `addr = "127.0.0.1:0"`},
+		{`click_domain  = "localhost:8080"`, `click_domain  = "click.test"`},
+	} {
+		if !strings.Contains(cfgText, r[0]) {
+			t.Fatalf("the dev config changed: no %q in it", r[0])
+		}
+		cfgText = strings.Replace(cfgText, r[0], r[1], 1)
+	}
+	return bin, dir, cfgPath, cfgText
+}
+
+// waitEML waits for the first copy delivered into dir/outbox and returns it.
+func waitEML(t *testing.T, dir string) []byte {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		files, _ := filepath.Glob(filepath.Join(dir, "outbox", "*.eml"))
+		if len(files) > 0 {
+			eml, err := os.ReadFile(files[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return eml
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no .eml delivered")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestRelayAndStandaloneRedirector runs the two-machine layout with two
 // real processes: `trackrelay relay` delivers a tracked copy, a separate
 // `trackrelay redirector` answers the click and ships the hit over HTTP to
@@ -24,31 +75,8 @@ func TestRelayAndStandaloneRedirector(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the real binary; skipped with -short")
 	}
-	bin, err := buildBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	cfgPath, _, err := ensureDevConfig(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const secret = "two-process-ingest-secret"
-	relayCfg := string(raw)
-	for _, r := range [][2]string{
-		{`addr = "127.0.0.1:2525"`, `addr = "127.0.0.1:0"`},
-		{`addr = "127.0.0.1:8025"`, `addr = "127.0.0.1:0"`},
-		{`click_domain  = "localhost:8080"`, `click_domain  = "click.test"`},
-	} {
-		if !strings.Contains(relayCfg, r[0]) {
-			t.Fatalf("the dev config changed: no %q in it", r[0])
-		}
-		relayCfg = strings.Replace(relayCfg, r[0], r[1], 1)
-	}
+	bin, dir, cfgPath, relayCfg := testDevConfig(t)
 	relayCfg += fmt.Sprintf("\n[redirector]\ningest_secret = %q\n", secret)
 	if err := os.WriteFile(cfgPath, []byte(relayCfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -84,20 +112,7 @@ ship_interval = "50ms"
 		`<a href="` + origin.URL + `/deal?id=7">deal</a>` + "\r\n"
 	sendPlain(t, relay.addrs["smtp"], "shop@example.com", "reader@example.org", msg)
 
-	var eml []byte
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		files, _ := filepath.Glob(filepath.Join(dir, "outbox", "*.eml"))
-		if len(files) > 0 {
-			if eml, err = os.ReadFile(files[0]); err != nil {
-				t.Fatal(err)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no .eml delivered")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eml := waitEML(t, dir)
 	m := regexp.MustCompile(`href="http://click\.test(/[^"]+)"`).FindSubmatch(eml)
 	if m == nil {
 		t.Fatalf("no tracked link in the delivered copy:\n%s", eml)
