@@ -287,7 +287,7 @@ func (p *htmlProc) token(tt html.TokenType, raw []byte, top bool) {
 		if !ok {
 			break
 		}
-		if el.kind != 0 && !p.t.on(el.kind) || el.attr == "background" && !containsFold(raw, "background") {
+		if el.kind != 0 && !p.t.on(el.kind) || el.attr == "background" && !backgroundWord.in(raw) {
 			break // most <td>s: nothing to track, no need to scan attributes
 		}
 		p.tag(raw, el, top)
@@ -405,18 +405,24 @@ func (p *htmlProc) writeSpliced(raw []byte, splices []splice) {
 	p.out.write(raw[prev:])
 }
 
+// The bytes that make quoteValue escape a value, or quote an unquoted one.
+var (
+	needsEscape = makeSet("&<>\"' \t\n\r\f`")
+	needsQuotes = makeSet(" \t\n\r\f\"'`")
+)
+
 // quoteValue escapes v for an attribute value quoted with q (0: unquoted)
 // and returns what goes between the value's bounds. An unquoted value that
 // needs quotes gets double quotes.
 func quoteValue(v string, q byte) string {
-	if !strings.ContainsAny(v, "&<>\"' \t\n\r\f`") {
+	if indexSet(v, &needsEscape) < 0 {
 		return v
 	}
 	var b strings.Builder
 	b.Grow(len(v) + 16)
 	needQuotes := false
 	if q == 0 {
-		needQuotes = v == "" || strings.ContainsAny(v, " \t\n\r\f\"'`")
+		needQuotes = v == "" || indexSet(v, &needsQuotes) >= 0
 		if needQuotes {
 			q = '"'
 			b.WriteByte(q)
@@ -476,11 +482,14 @@ func (p *htmlProc) comment(raw []byte) bool {
 		return false
 	}
 	inner := raw[4 : len(raw)-3]
-	s := bytes.TrimLeft(inner, " \t\r\n\f")
+	s := inner
+	for len(s) > 0 && isSpace(s[0]) {
+		s = s[1:]
+	}
 	if len(s) < 3 || s[0] != '[' || s[1]|0x20 != 'i' || s[2]|0x20 != 'f' {
 		return false
 	}
-	if !containsFold(inner, "href", "src", "background") {
+	if !urlAttrWords.in(inner) {
 		return false // nothing to track: copying is cheaper than tokenizing again
 	}
 	sub := &htmlProc{t: p.t, out: p.out, depth: p.depth + 1, base: p.base, baseSeen: true}
@@ -555,21 +564,40 @@ func (p *htmlProc) endLookAhead(bounded bool) {
 // containsFold reports whether b holds one of the lower-case ASCII words
 // in any case.
 func containsFold(b []byte, words ...string) bool {
+	return newFoldWords(words...).in(b)
+}
+
+// foldWords is a set of lower-case ASCII words to look for in any case,
+// built once so a search reads b once and stops only at bytes that can
+// start a word.
+type foldWords struct {
+	first byteSet
+	words []string
+}
+
+func newFoldWords(words ...string) *foldWords {
+	f := &foldWords{words: words}
 	for _, w := range words {
-		lo, up := w[0], w[0]-('a'-'A')
-		for i := 0; i+len(w) <= len(b); {
-			j := bytes.IndexByte(b[i:len(b)-len(w)+1], lo)
-			if k := bytes.IndexByte(b[i:len(b)-len(w)+1], up); k >= 0 && (j < 0 || k < j) {
-				j = k
-			}
-			if j < 0 {
-				break
-			}
-			if isName(b[i+j:i+j+len(w)], w) {
+		f.first[w[0]], f.first[w[0]-('a'-'A')] = true, true
+	}
+	return f
+}
+
+func (f *foldWords) in(b []byte) bool {
+	for i, c := range b {
+		if !f.first[c] {
+			continue
+		}
+		for _, w := range f.words {
+			if c|0x20 == w[0] && i+len(w) <= len(b) && isName(b[i:i+len(w)], w) {
 				return true
 			}
-			i += j + 1
 		}
 	}
 	return false
 }
+
+var (
+	backgroundWord = newFoldWords("background")
+	urlAttrWords   = newFoldWords("href", "src", "background")
+)

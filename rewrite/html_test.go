@@ -121,3 +121,18 @@ func TestHTML(t *testing.T) {
 		})
 	}
 }
+
+func TestContainsFold(t *testing.T) {
+	words := []string{"href", "src", "background"}
+	for _, in := range []string{"", "h", "hre", "HREF", "xHrEfx", "<v:fill SRC=x>", "BackGround", "backgroun", "s r c", "hhhref", "sSrC", "Backgroundx"} {
+		want := false
+		for _, w := range words {
+			if bytes.Contains(bytes.ToLower([]byte(in)), []byte(w)) {
+				want = true
+			}
+		}
+		if got := containsFold([]byte(in), words...); got != want {
+			t.Errorf("containsFold(%q) = %v, want %v", in, got, want)
+		}
+	}
+}

@@ -23,8 +23,36 @@ var placeholders = []string{
 	"%7b%7b", "%7d%7d", "%7b%25", "%2a%7c", "%7c%2a", "%5b%5b", "%25%25",
 }
 
+// byteSet is a set of ASCII bytes, for the scans done once per URL:
+// strings.ContainsAny builds its set on every call.
+type byteSet [256]bool
+
+func makeSet(chars string) (set byteSet) {
+	for i := 0; i < len(chars); i++ {
+		set[chars[i]] = true
+	}
+	return set
+}
+
+// indexSet returns the index of the first byte of s in set, or -1.
+func indexSet(s string, set *byteSet) int {
+	for i := 0; i < len(s); i++ {
+		if set[s[i]] {
+			return i
+		}
+	}
+	return -1
+}
+
+var (
+	placeholderStart = makeSet("{}%|[]<$")
+	pathEnd          = makeSet("/?#")
+	queryOrFragment  = makeSet("?#")
+	needsURLParse    = makeSet("%[]")
+)
+
 func hasPlaceholder(s string) bool {
-	if !strings.ContainsAny(s, "{}%|[]<$") {
+	if indexSet(s, &placeholderStart) < 0 {
 		return false
 	}
 	ls := strings.ToLower(s)
@@ -92,7 +120,7 @@ func (t *Tracker) parseTarget(s string, base *url.URL) (target, bool) {
 		return target{}, false
 	}
 	after = after[2:]
-	end := strings.IndexAny(after, "/?#")
+	end := indexSet(after, &pathEnd)
 	if end < 0 {
 		end = len(after)
 	}
@@ -141,7 +169,7 @@ func (t *Tracker) parseTarget(s string, base *url.URL) (target, bool) {
 	}
 	// The checks above leave net/url little to object to but bad percent
 	// escapes and brackets; ask it only then, it is the costly part.
-	if strings.ContainsAny(s, "%[]") {
+	if indexSet(s, &needsURLParse) >= 0 {
 		if _, err := url.Parse(s); err != nil {
 			return target{}, false
 		}
@@ -163,21 +191,29 @@ func (t *Tracker) parseTarget(s string, base *url.URL) (target, bool) {
 // (WHATWG URL): "..", ".%2e", "%2e." and "%2e%2e" in any case.
 func climbsAboveRoot(rest string) bool {
 	path := rest
-	if i := strings.IndexAny(path, "?#"); i >= 0 {
+	if i := indexSet(path, &queryOrFragment); i >= 0 {
 		path = path[:i]
 	}
-	if !strings.Contains(path, ".") && !strings.Contains(path, "%2") {
-		return false
-	}
 	depth := 0
-	for _, seg := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
-		switch strings.ToLower(seg) {
-		case "..", ".%2e", "%2e.", "%2e%2e":
+	for len(path) > 0 {
+		if path[0] == '/' {
+			path = path[1:]
+		}
+		seg := path
+		if i := strings.IndexByte(path, '/'); i >= 0 {
+			seg, path = path[:i], path[i:]
+		} else {
+			path = ""
+		}
+		switch {
+		case len(seg) == 0 || seg[0] != '.' && seg[0] != '%':
+			depth++ // the usual case: no dot segment
+		case seg == ".." || strings.EqualFold(seg, ".%2e") || strings.EqualFold(seg, "%2e.") || strings.EqualFold(seg, "%2e%2e"):
 			if depth == 0 {
 				return true
 			}
 			depth--
-		case ".", "%2e":
+		case seg == "." || strings.EqualFold(seg, "%2e"):
 		default:
 			depth++
 		}
