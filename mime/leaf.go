@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime/quotedprintable"
 	"strings"
 
 	"golang.org/x/text/encoding"
@@ -51,7 +50,7 @@ func (t *transcoder) decoded(sp *spool) io.Reader {
 	r := sp.reader()
 	switch t.cte {
 	case "quoted-printable":
-		r = quotedprintable.NewReader(r)
+		r = newQPDecoder(r) // mime/quotedprintable's decoding, faster
 	case "base64":
 		// base64.NewDecoder skips CR and LF only; anything else that is not
 		// base64 is an error, and the leaf passes through.
