@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/trackrelay/trackrelay/smtpd"
@@ -92,6 +93,9 @@ type server struct {
 	cfg   Config
 	log   *slog.Logger
 	sends chan struct{} // a slot per send in progress
+
+	mu        sync.Mutex
+	acctSends map[string]int // slots held per account; at most half of MaxSends each
 }
 
 // New returns the API's handler. It panics if a required dependency is
@@ -118,7 +122,7 @@ func New(cfg Config) http.Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &server{cfg: cfg, log: cfg.Log, sends: make(chan struct{}, cfg.MaxSends)}
+	s := &server{cfg: cfg, log: cfg.Log, sends: make(chan struct{}, cfg.MaxSends), acctSends: map[string]int{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -1,9 +1,13 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -132,7 +136,10 @@ func TestSendSlots(t *testing.T) {
 	waited := 0
 	for i := range 3 {
 		if i == 2 {
-			close(release) // the stuck one returns, as a spool would at last
+			// The others were refused; the stuck one has hit Timeout by
+			// now, and returns, as a spool would at last.
+			time.Sleep(600 * time.Millisecond)
+			close(release)
 		}
 		a := <-done
 		wantError(t, a.st, a.body, http.StatusServiceUnavailable, "try again later")
@@ -226,4 +233,52 @@ func FuzzLogName(f *testing.F) {
 			t.Fatalf("%q parses to %s %v, which formats as %q", s, log, day, got)
 		}
 	})
+}
+
+// TestSendSlowBody: an account that trickles request bodies holds at most
+// half the send slots, and only for Timeout; another account's send goes
+// through meanwhile.
+func TestSendSlowBody(t *testing.T) {
+	e := newEnv(t)
+	kr, _ := NewKeyring([]Key{
+		{Hash: hashKey(t, keyShop), Cred: &smtpd.Credential{Username: "u", Account: "shop"}},
+		{Hash: hashKey(t, keyOther), Cred: &smtpd.Credential{Username: "o", Account: "other"}},
+	})
+	e.srv.Close()
+	e.srv = newTestServer(New(Config{Submitter: e.spool, Events: e.relay, Keys: kr, Timeout: 500 * time.Millisecond, MaxSends: 2}))
+	defer e.srv.Close()
+	addr := strings.TrimPrefix(e.srv.URL, "http://")
+	// shop opens two sends and never finishes a body: it may hold one slot.
+	var conns []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "POST /v1/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"from\":", keyShop)
+		conns = append(conns, c)
+	}
+	time.Sleep(100 * time.Millisecond)
+	// Meanwhile the other account sends, at once.
+	start := time.Now()
+	st, body := e.send(keyOther, map[string]any{"from": "a@b.example", "to": "c@d.example", "text": "t"})
+	if st != http.StatusOK || time.Since(start) > 400*time.Millisecond {
+		t.Fatalf("other account: %d %s after %v", st, body, time.Since(start))
+	}
+	// shop's second send was refused; its first is cut off at Timeout.
+	refused := 0
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			t.Fatalf("a trickled send still holds its slot: %v", err)
+		}
+		if strings.HasPrefix(line, "HTTP/1.1 503") {
+			refused++
+		}
+	}
+	if refused != 1 {
+		t.Errorf("%d of shop's sends refused at once, want 1", refused)
+	}
 }

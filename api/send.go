@@ -76,12 +76,28 @@ type sendPlan struct {
 }
 
 func (s *server) send(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	// One account holds at most half the slots, so a slow or busy client
+	// cannot keep the others' mail out.
+	// A refused send's body is never read: "Connection: close" stops
+	// net/http from draining it first, which a client that trickles it
+	// would drag out without end.
+	if !s.takeAccountSlot(p.Account) {
+		w.Header().Set("Connection", "close")
+		return &httpError{status: http.StatusServiceUnavailable, msg: "too many sends at once for this account; try again later"}
+	}
+	defer s.releaseAccountSlot(p.Account)
 	select {
 	case s.sends <- struct{}{}:
 		defer func() { <-s.sends }()
 	case <-r.Context().Done():
+		w.Header().Set("Connection", "close")
 		return &httpError{status: http.StatusServiceUnavailable, msg: "too many sends at once; try again later", err: r.Context().Err()}
 	}
+	// The body must arrive within Timeout: a slot is memory and a place in
+	// line, not something a client may hold by trickling bytes. (Not every
+	// ResponseWriter supports deadlines; the server's own timeouts remain.)
+	ctl := http.NewResponseController(w)
+	_ = ctl.SetReadDeadline(time.Now().Add(s.cfg.Timeout))
 	var req sendRequest
 	mt := "application/json"
 	if ct := r.Header.Get("Content-Type"); ct != "" {
@@ -102,6 +118,9 @@ func (s *server) send(w http.ResponseWriter, r *http.Request, p *Principal) erro
 	default:
 		return errorf(http.StatusUnsupportedMediaType, "content-type: want application/json or application/x-www-form-urlencoded")
 	}
+	// The body is in; the spool may take its time (the call's own timeout
+	// bounds it), and the connection must not be cut under it.
+	_ = ctl.SetReadDeadline(time.Time{})
 	plan, err := planSend(&req, s.cfg.Now())
 	if err != nil {
 		return err
@@ -745,4 +764,22 @@ func clip(s string) string {
 		return s[:64] + "..."
 	}
 	return s
+}
+
+func (s *server) takeAccountSlot(account string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.acctSends[account] >= max(1, s.cfg.MaxSends/2) {
+		return false
+	}
+	s.acctSends[account]++
+	return true
+}
+
+func (s *server) releaseAccountSlot(account string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.acctSends[account]--; s.acctSends[account] <= 0 {
+		delete(s.acctSends, account)
+	}
 }

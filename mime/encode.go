@@ -93,8 +93,12 @@ func (q *qpWriter) Write(p []byte) (int, error) {
 			flushWS(false)
 			// Copy the whole run of literal octets a line at a time: this
 			// is the hot path of a tracked quoted-printable part.
+			// A space or tab inside the run is literal too when a byte
+			// that is not a line ending follows it in p (only white space
+			// that ends a line must be encoded).
 			j := i + 1
-			for j < len(p) && qpLiteral[p[j]] {
+			for j < len(p) && (qpLiteral[p[j]] ||
+				(p[j] == ' ' || p[j] == '\t') && j+1 < len(p) && p[j+1] != '\r' && p[j+1] != '\n') {
 				j++
 			}
 			for i < j {

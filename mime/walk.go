@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	stdmime "mime"
 	"slices"
@@ -570,11 +571,25 @@ func cteName(cte string) string {
 type ControlError struct {
 	Header string // canonical lower-case name, such as "x-smtpeter-trackclicks"
 	Value  string
+	// Reason says what is wrong when it is not a bad switch value (the
+	// tag limits); empty for a switch.
+	Reason string
 }
 
 func (e *ControlError) Error() string {
+	if e.Reason != "" {
+		return "mime: header " + e.Header + ": " + e.Reason
+	}
 	return "mime: header " + e.Header + ": value " + quote(e.Value) + " is not true/false, yes/no, on/off or 1/0"
 }
+
+// Tag limits. Tags are stored with the message and every one of its
+// events, and indexed, so they are bounded like any external input (the
+// REST API takes the same).
+const (
+	MaxTags   = 20  // distinct tags per message
+	MaxTagLen = 100 // bytes per tag
+)
 
 func quote(s string) string {
 	if len(s) > 64 {
@@ -620,9 +635,27 @@ func parseControls(h *textproto.Header, strict bool) (Controls, error) {
 		case "x-smtpeter-preventscam":
 			dst = &c.PreventScam
 		case "x-smtpeter-tags":
-			for _, t := range strings.Split(fields.Value(), ",") {
-				if t = strings.TrimSpace(t); t != "" {
+			for t := range strings.SplitSeq(fields.Value(), ",") {
+				t = strings.TrimSpace(t)
+				if t == "" || slices.Contains(c.Tags, t) {
+					continue
+				}
+				var reason string
+				switch {
+				case len(t) > MaxTagLen:
+					reason = fmt.Sprintf("a tag is longer than %d bytes", MaxTagLen)
+				case len(c.Tags) >= MaxTags:
+					reason = fmt.Sprintf("more than %d tags", MaxTags)
+				default:
 					c.Tags = append(c.Tags, t)
+					continue
+				}
+				err := &ControlError{Header: name, Value: t, Reason: reason}
+				if strict {
+					return Controls{}, err
+				}
+				if first == nil {
+					first = err
 				}
 			}
 			continue

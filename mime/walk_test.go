@@ -290,6 +290,9 @@ func TestParseControls(t *testing.T) {
 		{"bad value", "X-Smtpeter-Trackclicks: maybe\r\n", "", "x-smtpeter-trackclicks"},
 		{"empty value", "X-Smtpeter-Trackopens:\r\n", "", "x-smtpeter-trackopens"},
 		{"bad second value", "X-Smtpeter-Preventscam: yes\r\nX-Smtpeter-Preventscam: y\r\n", "", "x-smtpeter-preventscam"},
+		{"duplicate tags once", "X-Smtpeter-Tags: a,b,a\r\nX-Smtpeter-Tags: b\r\n", "clicks=nil opens=nil scam=nil tags=[a b]", ""},
+		{"too many tags", "X-Smtpeter-Tags: " + strings.Repeat("t,", MaxTags) + "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21\r\n", "", "x-smtpeter-tags"},
+		{"tag too long", "X-Smtpeter-Tags: " + strings.Repeat("x", MaxTagLen+1) + "\r\n", "", "x-smtpeter-tags"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

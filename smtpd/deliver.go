@@ -88,7 +88,13 @@ func (q *Queue) deliverCopy(ctx context.Context, c *store.Copy) {
 		log.Info("delivered", "attempt", c.Attempts)
 	} else {
 		code, status, desc := describe(err)
-		permanent := code >= 500
+		// Only the upstream's verdict on this message is final: a 5xx to
+		// MAIL, RCPT or DATA. A 5xx while connecting (greeting, EHLO,
+		// STARTTLS, AUTH) says the upstream or our settings for it are
+		// wrong, such as a rotated smarthost password; bouncing every
+		// queued copy for that would lose mail, so it is retried until
+		// max_age like any other fault.
+		permanent := code >= 500 && res.State != "connect"
 		typ := "soft"
 		switch {
 		case permanent:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,6 +13,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/trackrelay/trackrelay/mime"
 	"github.com/trackrelay/trackrelay/rewrite"
@@ -333,6 +336,32 @@ func TestDeliverRetryThenSucceed(t *testing.T) {
 	}
 }
 
+// A 5xx while connecting (here 535 to AUTH: a wrong smarthost password)
+// is about the upstream, not the message: the copy is retried, never
+// bounced, so fixing the password delivers the queue.
+func TestDeliverConnectRejectIsTemporary(t *testing.T) {
+	u := newScriptedUpstream(t, "none", nil, nil)
+	u.user, u.pass = "relay", "right"
+	up, _ := NewSMTPUpstream(SMTPUpstreamConfig{Name: "up", Host: "127.0.0.1", Port: u.port(), TLS: "none", PoolSize: 1,
+		Username: "relay", Password: "wrong"})
+	r := newDLRig(t, "", map[string]Upstream{"up": up}, nil)
+	r.run()
+	rc := r.submit([]byte(htmlMsg), "r@x.test")
+	id := rc.CopyIDs[0]
+	dlWait(t, "two tries", func() bool { return r.copyState(id).Attempts >= 2 })
+	if c := r.copyState(id); c.State != store.CopyQueued || !strings.HasPrefix(c.LastReply, "535") {
+		t.Fatalf("copy %+v: want queued after 535 at AUTH", c)
+	}
+	for _, f := range r.events(store.LogFailures) {
+		if f.Value("type") != "soft" || f.Value("state") != "connect" || f.Value("code") != "535" {
+			t.Errorf("failure %v, want a soft 535 at connect", f.Record())
+		}
+	}
+	if n := len(u.bodies("r@x.test")); n != 0 {
+		t.Errorf("upstream got %d bodies without AUTH", n)
+	}
+}
+
 func TestDeliverPermanentFailure(t *testing.T) {
 	u := newScriptedUpstream(t, "none", nil, func(int, string) string { return upReject })
 	up, _ := NewSMTPUpstream(SMTPUpstreamConfig{Name: "up", Host: "127.0.0.1", Port: u.port(), TLS: "none"})
@@ -481,6 +510,30 @@ func TestSpoolRefusals(t *testing.T) {
 				t.Errorf("refused submissions left %v in the spool", files)
 			}
 		})
+	}
+	// Tags are bounded: 20 distinct ones of at most 100 bytes are taken
+	// (duplicates do not count), one more, or a longer one, is refused with
+	// the reply naming the header and the limit.
+	var tags []string
+	for i := 0; i < mime.MaxTags; i++ {
+		tags = append(tags, fmt.Sprintf("t%d", i))
+	}
+	ok := "Subject: t\r\nX-Smtpeter-Tags: " + strings.Join(tags, ",") + "," + tags[0] + "\r\n\r\nbody\r\n"
+	if _, err := r.spool.Submit(context.Background(), &Submission{Cred: dlCred, From: "a@x.test", Recipients: []string{"b@x.test"}}, strings.NewReader(ok)); err != nil {
+		t.Errorf("%d tags: %v", mime.MaxTags, err)
+	}
+	for _, bad := range []string{
+		"X-Smtpeter-Tags: " + strings.Join(tags, ",") + "\r\nX-Smtpeter-Tags: one-more\r\n",
+		"X-Smtpeter-Tags: " + strings.Repeat("x", mime.MaxTagLen+1) + "\r\n",
+	} {
+		_, err := r.spool.Submit(context.Background(), &Submission{Cred: dlCred, From: "a@x.test", Recipients: []string{"b@x.test"}}, strings.NewReader("Subject: t\r\n"+bad+"\r\nbody\r\n"))
+		var ce *mime.ControlError
+		if !errorsAs(err, &ce) || ce.Header != "x-smtpeter-tags" || ce.Reason == "" {
+			t.Errorf("too many or too long tags: err %v, want a *mime.ControlError for x-smtpeter-tags", err)
+		}
+		if se, _ := replyError(slog.New(slog.DiscardHandler), "data", err, 0).(*smtp.SMTPError); se == nil || se.Code != 550 || !strings.Contains(se.Message, "x-smtpeter-tags") {
+			t.Errorf("reply %v, want 550 naming the header", se)
+		}
 	}
 	// Exactly at the limit is fine.
 	exact := append([]byte("Subject: e\r\n\r\n"), bytes.Repeat([]byte("y"), 1<<20-16)...)

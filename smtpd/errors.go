@@ -102,7 +102,7 @@ func replyError(log *slog.Logger, op string, err error, maxBytes int64) error {
 		return &smtp.SMTPError{
 			Code:         550,
 			EnhancedCode: smtp.EnhancedCode{5, 6, 0},
-			Message:      "Header " + printable(ce.Header, 64) + ": value must be true/false, yes/no, on/off or 1/0",
+			Message:      controlReply(ce),
 		}
 	}
 	if errors.Is(err, ErrTooBig) {
@@ -136,4 +136,12 @@ func printable(s string, n int) string {
 		}
 	}
 	return b.String()
+}
+
+// controlReply words the 5.6.0 refusal of a bad control header.
+func controlReply(ce *mime.ControlError) string {
+	if ce.Reason != "" {
+		return "Header " + printable(ce.Header, 64) + ": " + printable(ce.Reason, 80)
+	}
+	return "Header " + printable(ce.Header, 64) + ": value must be true/false, yes/no, on/off or 1/0"
 }

@@ -149,14 +149,17 @@ func (s *Server) admit(c net.Conn) (*trackedConn, string) {
 		s.metrics.refused.WithLabelValues("max_sessions").Inc()
 		return nil, "Too many sessions on this server; try again in a few minutes"
 	}
-	if s.cfg.MaxSessionsPerIP > 0 && s.perIP[ip] >= s.cfg.MaxSessionsPerIP {
+	// One IPv6 /64 counts as one address, as for AUTH failures: a host
+	// usually has a whole /64 to pick source addresses from.
+	key := limitKey(ip)
+	if s.cfg.MaxSessionsPerIP > 0 && s.perIP[key] >= s.cfg.MaxSessionsPerIP {
 		s.metrics.refused.WithLabelValues("max_sessions_per_ip").Inc()
 		return nil, "Too many sessions from your address (limit " + strconv.Itoa(s.cfg.MaxSessionsPerIP) +
 			"); close idle connections or try again later"
 	}
 	tc := &trackedConn{Conn: c, srv: s, ip: ip}
 	s.conns[tc] = struct{}{}
-	s.perIP[ip]++
+	s.perIP[key]++
 	s.metrics.sessions.Inc()
 	s.metrics.sessionsTotal.Inc()
 	return tc, ""
@@ -169,8 +172,9 @@ func (s *Server) release(c *trackedConn) {
 		return
 	}
 	delete(s.conns, c)
-	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
-		delete(s.perIP, c.ip)
+	key := limitKey(c.ip)
+	if s.perIP[key]--; s.perIP[key] <= 0 {
+		delete(s.perIP, key)
 	}
 	s.metrics.sessions.Dec()
 }

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -135,4 +136,43 @@ func metricValue(t testing.TB, c prometheus.Metric) float64 {
 	}
 	t.Fatal("not a counter or gauge")
 	return 0
+}
+
+// addrConn is a connection that reports a given remote address: the only
+// way to have sessions from two addresses of one IPv6 /64 on this machine.
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// Sessions per IP count an IPv6 /64 as one address, and each IPv4 address
+// on its own.
+func TestSessionsPerIPv6Prefix(t *testing.T) {
+	srv, err := NewServer(ServerConfig{Submitter: &fileSubmitter{dir: t.TempDir()}, MaxSessionsPerIP: 2, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(addr string) net.Conn {
+		a, b := net.Pipe()
+		t.Cleanup(func() { a.Close(); b.Close() })
+		return addrConn{a, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(addr))}
+	}
+	for i, addr := range []string{"[2001:db8:1:2::1]:1000", "[2001:db8:1:2::ffff]:1001"} {
+		if _, refusal := srv.admit(conn(addr)); refusal != "" {
+			t.Fatalf("session %d refused: %s", i, refusal)
+		}
+	}
+	if _, refusal := srv.admit(conn("[2001:db8:1:2:aaaa::1]:1002")); !strings.Contains(refusal, "Too many sessions from your address") {
+		t.Fatalf("third session from the same /64: %q, want refused", refusal)
+	}
+	if _, refusal := srv.admit(conn("[2001:db8:1:3::1]:1003")); refusal != "" {
+		t.Fatalf("another /64 refused: %s", refusal)
+	}
+	for i, addr := range []string{"192.0.2.1:1", "192.0.2.2:1", "192.0.2.3:1"} {
+		if _, refusal := srv.admit(conn(addr)); refusal != "" {
+			t.Fatalf("IPv4 session %d refused: %s", i, refusal)
+		}
+	}
 }

@@ -338,10 +338,13 @@ func pick(header, rest *bool, cred bool) bool {
 
 func (s *Spool) makeCopies(m *store.Message, sub *Submission, ctrl mime.Controls, now time.Time) ([]*store.Copy, []store.Event) {
 	cr := sub.Cred
+	// Header tags are checked by mime.ParseControls and REST tags by the
+	// API; the cap here keeps any other caller from storing unbounded tags
+	// with every copy and event.
 	var tags []string
 	for _, t := range append(slices.Clone(ctrl.Tags), sub.Tags...) {
 		t = strings.TrimSpace(t)
-		if t != "" && len(t) <= 256 && !strings.ContainsRune(t, 0) && !slices.Contains(tags, t) {
+		if len(tags) < mime.MaxTags && t != "" && len(t) <= mime.MaxTagLen && !strings.ContainsRune(t, 0) && !slices.Contains(tags, t) {
 			tags = append(tags, t)
 		}
 	}

@@ -159,7 +159,7 @@ func (s *upSession) AuthMechanisms() []string {
 func (s *upSession) Auth(mech string) (sasl.Server, error) {
 	return sasl.NewPlainServer(func(identity, username, password string) error {
 		if username != s.u.user || password != s.u.pass {
-			return errors.New("bad credentials")
+			return smtp.ErrAuthFailed // 535 5.7.8, as real servers answer
 		}
 		s.authed = true
 		return nil

@@ -1,11 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -228,4 +230,78 @@ func (r *Relay) HitIDs(fn func(id string)) error {
 			return nil
 		})
 	})
+}
+
+// hitsPruneBatch bounds how many raw hits one retention transaction reads.
+const hitsPruneBatch = 10000
+
+// DeleteHitsBefore deletes the raw hits older than cutoff, so retention
+// covers them like the events made from them (a hit holds an IP, a user
+// agent and a URL chosen by whoever made the request). A hit's time comes
+// from its id when that is a redirector's time-ordered id, else from the
+// record. Unique counts stay: they are numbers, not personal data. Hits are
+// also the de-duplication set for shipping, which is at least once within
+// seconds or minutes, far inside any retention period.
+func (r *Relay) DeleteHitsBefore(ctx context.Context, cutoff time.Time) (int, error) {
+	total := 0
+	var from []byte // resume after this key
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		var last []byte
+		n := 0
+		err := r.db.Update(func(tx *bolt.Tx) error {
+			hb := tx.Bucket([]byte(bucketHits))
+			c := hb.Cursor()
+			k, v := c.First()
+			if from != nil {
+				if k, v = c.Seek(from); k != nil && bytes.Equal(k, from) {
+					k, v = c.Next()
+				}
+			}
+			var doomed [][]byte
+			for read := 0; k != nil && read < hitsPruneBatch; k, v = c.Next() {
+				read++
+				last = append(last[:0], k...)
+				if hitTime(k, v).Before(cutoff) {
+					doomed = append(doomed, append([]byte(nil), k...))
+				}
+			}
+			if k == nil {
+				last = nil // read to the end
+			}
+			for _, d := range doomed {
+				if err := hb.Delete(d); err != nil {
+					return err
+				}
+			}
+			n = len(doomed)
+			return nil
+		})
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("store: delete hits: %w", err)
+		}
+		if last == nil {
+			return total, nil
+		}
+		from = append(from[:0], last...)
+	}
+}
+
+// hitTime returns when a stored hit was made.
+func hitTime(k, v []byte) time.Time {
+	if len(k) >= 16 {
+		if id, err := ParseID(string(k[:16])); err == nil {
+			return IDTime(id)
+		}
+	}
+	var h struct {
+		Time time.Time `json:"time"`
+	}
+	if json.Unmarshal(v, &h) == nil {
+		return h.Time
+	}
+	return time.Time{} // unreadable: as old as can be
 }

@@ -97,3 +97,60 @@ func TestIngestHits(t *testing.T) {
 		t.Fatalf("%d hits stored, want %d (%v)", n, len(hits), err)
 	}
 }
+
+// Retention removes raw hits older than the cutoff, whether their time
+// comes from a redirector's id or, for other ids, from the record, and
+// keeps the newer ones and the unique counts. Batches resume correctly.
+func TestDeleteHitsBefore(t *testing.T) {
+	r, c := testRelayWithCopy(t, "ben@example.org")
+	now := time.Now().UTC()
+	old, recent := now.Add(-48*time.Hour), now.Add(-time.Hour)
+	seq := uint64(0)
+	idAt := func(at time.Time) string { // a redirector's id for a hit at that time
+		seq++
+		return FormatID(uint64(at.UnixMilli()-idEpochMs)<<idCounterBit|seq) + "abcdef01"
+	}
+	var hits []Hit
+	for i := 0; i < 3*hitsPruneBatch/2; i++ { // more than one batch
+		at := old
+		if i%3 == 0 {
+			at = recent
+		}
+		hits = append(hits, Hit{ID: idAt(at), Time: at, Kind: "click", MessageID: c.ID, URL: "https://shop.example/p"})
+	}
+	hits = append(hits,
+		Hit{ID: "legacy-old", Time: old, Kind: "pixel", MessageID: c.ID},
+		Hit{ID: "legacy-new", Time: recent, Kind: "pixel", MessageID: c.ID})
+	ctx := context.Background()
+	for i := 0; i < len(hits); i += 1000 {
+		if err := r.IngestHits(ctx, hits[i:min(i+1000, len(hits))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, _ := r.HitCounts("shop")
+	n, err := r.DeleteHitsBefore(ctx, now.Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[string]bool{}
+	if err := r.HitIDs(func(id string) { kept[id] = true }); err != nil {
+		t.Fatal(err)
+	}
+	wantKept := 0
+	for _, h := range hits {
+		if h.Time.Equal(recent) {
+			wantKept++
+			if !kept[h.ID] {
+				t.Fatalf("recent hit %s deleted", h.ID)
+			}
+		} else if kept[h.ID] {
+			t.Fatalf("old hit %s kept", h.ID)
+		}
+	}
+	if len(kept) != wantKept || n != len(hits)-wantKept {
+		t.Fatalf("kept %d (want %d), deleted %d", len(kept), wantKept, n)
+	}
+	if after, _ := r.HitCounts("shop"); after != before {
+		t.Errorf("counts changed: %+v -> %+v", before, after)
+	}
+}

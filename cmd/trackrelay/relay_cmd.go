@@ -619,6 +619,12 @@ func (a *relayApp) retention(ctx context.Context) {
 		} else if n > 0 {
 			a.log.Info("log retention", "deleted", n)
 		}
+		// Raw hits (IP, user agent, URL) go with the events made from them.
+		if h, err := a.store.DeleteHitsBefore(ctx, cutoff); err != nil && ctx.Err() == nil {
+			a.log.Error("hit retention failed", "err", err)
+		} else if h > 0 {
+			a.log.Info("hit retention", "deleted", h)
+		}
 		// The daily summaries behind /v1/stats and /v1/links go with the
 		// events they summarise.
 		if r, err := a.store.DeleteRollupsBefore(ctx, cutoff); err != nil && ctx.Err() == nil {
