@@ -256,6 +256,37 @@ func (s *server) links(w http.ResponseWriter, r *http.Request, p *Principal) err
 	return nil
 }
 
+// linkRows collects the rows of /v1/links, one per URL and link position
+// (-1: unknown), in the order they are first seen. Both ways of summing
+// links (raw events, daily rollups) fill one, so their rows agree.
+type linkRows struct {
+	index map[linkKey]int
+	rows  []Link
+}
+
+type linkKey struct {
+	url string
+	pos int
+}
+
+// row returns the index of the row for url and pos, adding it if new.
+func (t *linkRows) row(url string, pos int) (i int, added bool) {
+	k := linkKey{url, pos}
+	if i, ok := t.index[k]; ok {
+		return i, false
+	}
+	if t.index == nil {
+		t.index = map[linkKey]int{}
+	}
+	t.index[k] = len(t.rows)
+	l := Link{URL: url}
+	if pos >= 0 {
+		l.Position = &pos
+	}
+	t.rows = append(t.rows, l)
+	return len(t.rows) - 1, true
+}
+
 // LinkPositions is implemented by *store.Relay: the link position of click
 // events (by their Key), which the clicks log itself does not carry.
 type LinkPositions interface {
@@ -265,10 +296,6 @@ type LinkPositions interface {
 // streamLinks sums links by reading every click of the period, looking up
 // positions a batch at a time.
 func (s *server) streamLinks(ctx context.Context, f *filter, p *Principal, start, end time.Time) ([]Link, error) {
-	type linkKey struct {
-		url string
-		pos int
-	}
 	type copyKey struct {
 		link int
 		id   uint64
@@ -277,8 +304,7 @@ func (s *server) streamLinks(ctx context.Context, f *filter, p *Principal, start
 		id       uint64
 		url, key string
 	}
-	index := map[linkKey]int{}
-	var rows []Link
+	var lr linkRows
 	seen := map[copyKey]struct{}{}
 	lp, _ := s.cfg.Events.(LinkPositions)
 	batch := make([]click, 0, 512)
@@ -300,21 +326,11 @@ func (s *server) streamLinks(ctx context.Context, f *filter, p *Principal, start
 			}
 		}
 		for j, c := range batch {
-			k := linkKey{c.url, positions[j]}
-			i, ok := index[k]
-			if !ok {
-				i = len(rows)
-				index[k] = i
-				rows = append(rows, Link{URL: k.url})
-				if k.pos >= 0 {
-					pos := k.pos
-					rows[i].Position = &pos
-				}
-			}
-			rows[i].Clicks++
+			i, _ := lr.row(c.url, positions[j])
+			lr.rows[i].Clicks++
 			if ck := (copyKey{i, c.id}); !has(seen, ck) {
 				seen[ck] = struct{}{}
-				rows[i].UniqueClicks++
+				lr.rows[i].UniqueClicks++
 			}
 		}
 		batch = batch[:0]
@@ -334,7 +350,7 @@ func (s *server) streamLinks(ctx context.Context, f *filter, p *Principal, start
 	if err := flush(); err != nil {
 		return nil, err
 	}
-	return rows, nil
+	return lr.rows, nil
 }
 
 func has[K comparable](m map[K]struct{}, k K) bool {
@@ -396,35 +412,22 @@ func linksFromRollups(ctx context.Context, ro Rollups, account, tag string, star
 	if err != nil {
 		return nil, err
 	}
-	type linkKey struct {
-		url string
-		pos int
-	}
-	index := map[linkKey]int{}
-	var rows []Link
+	var lr linkRows
 	var copies [][]uint64
 	for _, ru := range rus {
 		for _, l := range ru.Links {
-			k := linkKey{l.URL, l.Position}
-			i, ok := index[k]
-			if !ok {
-				i = len(rows)
-				index[k] = i
-				rows = append(rows, Link{URL: l.URL})
-				if l.Position >= 0 {
-					pos := l.Position
-					rows[i].Position = &pos
-				}
+			i, added := lr.row(l.URL, l.Position)
+			if added {
 				copies = append(copies, nil)
 			}
-			rows[i].Clicks += int(l.Clicks)
+			lr.rows[i].Clicks += int(l.Clicks)
 			copies[i] = append(copies[i], l.Copies...)
 		}
 	}
-	for i := range rows {
-		rows[i].UniqueClicks = distinct(copies[i])
+	for i := range lr.rows {
+		lr.rows[i].UniqueClicks = distinct(copies[i])
 	}
-	return rows, nil
+	return lr.rows, nil
 }
 
 // distinct counts the different values in ids, sorting it.

@@ -251,6 +251,19 @@ func (bi *bodyInfo) write(sp *spool, p []byte) error {
 	return err
 }
 
+// eolOf returns the line ending trimEOL takes off l: "\r\n", "\n", or ""
+// for a last line without one.
+func eolOf(l []byte) string {
+	switch len(l) - len(trimEOL(l)) {
+	case 2:
+		return "\r\n"
+	case 1:
+		return "\n"
+	}
+	return ""
+}
+
+// trimEOL returns l without its line ending (CRLF or LF), if it has one.
 func trimEOL(l []byte) []byte {
 	if n := len(l); n > 0 && l[n-1] == '\n' {
 		l = l[:n-1]

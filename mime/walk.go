@@ -421,18 +421,6 @@ func (wk *walker) multipart(mt, boundary, path string, depth int, stack [][]byte
 	}
 }
 
-// eolOf returns the line ending of l: "\r\n", "\n", or "" for a last line
-// without one.
-func eolOf(l []byte) string {
-	switch {
-	case bytes.HasSuffix(l, []byte("\r\n")):
-		return "\r\n"
-	case bytes.HasSuffix(l, []byte("\n")):
-		return "\n"
-	}
-	return ""
-}
-
 // leaf tracks one text leaf. Its raw body is spooled first, so that if it
 // turns out not to decode (bad base64, a charset that does not round-trip)
 // it can still be passed through unchanged; the rewritten body is spooled

@@ -106,6 +106,20 @@ type laToken struct {
 // only from reading src or writing dst. Edit offsets count from the start
 // of this call's output.
 func (t *Tracker) HTML(dst io.Writer, src io.Reader) error {
+	return writeThrough(dst, func(out *output) error {
+		p := &htmlProc{t: t, out: out}
+		err := p.run(src)
+		if err == nil && t.cfg.Opens && !t.stats.Pixel {
+			t.pixel(out) // no </body>: at the end
+		}
+		return err
+	})
+}
+
+// writeThrough runs fn with a pooled buffered output on dst and flushes it.
+// fn's error (a read error) wins over the first write error, which is
+// wrapped; fn stops early once out.err is set.
+func writeThrough(dst io.Writer, fn func(out *output) error) error {
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(dst)
 	defer func() {
@@ -113,13 +127,9 @@ func (t *Tracker) HTML(dst io.Writer, src io.Reader) error {
 		writers.Put(bw)
 	}()
 	out := &output{w: bw}
-	p := &htmlProc{t: t, out: out}
-	err := p.run(src)
-	if err == nil && t.cfg.Opens && !t.stats.Pixel {
-		t.pixel(out) // no </body>: at the end
-	}
+	err := fn(out)
 	if out.err == nil {
-		out.err = out.w.Flush()
+		out.err = bw.Flush()
 	}
 	if err != nil {
 		return err
@@ -559,12 +569,6 @@ func (p *htmlProc) endLookAhead(bounded bool) {
 	for _, tk := range p.la.toks {
 		p.token(tk.tt, p.la.data[tk.start:tk.end], false)
 	}
-}
-
-// containsFold reports whether b holds one of the lower-case ASCII words
-// in any case.
-func containsFold(b []byte, words ...string) bool {
-	return newFoldWords(words...).in(b)
 }
 
 // foldWords is a set of lower-case ASCII words to look for in any case,

@@ -122,8 +122,9 @@ func TestHTML(t *testing.T) {
 	}
 }
 
-func TestContainsFold(t *testing.T) {
+func TestFoldWords(t *testing.T) {
 	words := []string{"href", "src", "background"}
+	fw := newFoldWords(words...)
 	for _, in := range []string{"", "h", "hre", "HREF", "xHrEfx", "<v:fill SRC=x>", "BackGround", "backgroun", "s r c", "hhhref", "sSrC", "Backgroundx"} {
 		want := false
 		for _, w := range words {
@@ -131,8 +132,8 @@ func TestContainsFold(t *testing.T) {
 				want = true
 			}
 		}
-		if got := containsFold([]byte(in), words...); got != want {
-			t.Errorf("containsFold(%q) = %v, want %v", in, got, want)
+		if got := fw.in([]byte(in)); got != want {
+			t.Errorf("in(%q) = %v, want %v", in, got, want)
 		}
 	}
 }

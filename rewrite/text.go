@@ -1,7 +1,6 @@
 package rewrite
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"strings"
@@ -15,50 +14,34 @@ import (
 // URL longer than 8 KiB passes through untracked. Edit offsets count from
 // the start of this call's output.
 func (t *Tracker) Text(dst io.Writer, src io.Reader) error {
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(dst)
-	defer func() {
-		bw.Reset(nil)
-		writers.Put(bw)
-	}()
-	out := &output{w: bw}
 	if !t.cfg.Clicks {
-		if _, err := io.Copy(out.w, src); err != nil {
+		// Nothing to find: a straight copy, no buffer in between.
+		if _, err := io.Copy(dst, src); err != nil {
 			return fmt.Errorf("rewrite: copy: %w", err)
-		}
-		if err := out.w.Flush(); err != nil {
-			return fmt.Errorf("rewrite: write: %w", err)
 		}
 		return nil
 	}
-	tp := &textProc{t: t, out: out, prev: ' '}
-	buf := make([]byte, 32<<10)
-	var rerr error
-	for {
-		n, err := src.Read(buf)
-		tp.feed(buf[:n])
-		if err == io.EOF {
-			break
+	return writeThrough(dst, func(out *output) error {
+		tp := &textProc{t: t, out: out, prev: ' '}
+		buf := make([]byte, 32<<10)
+		var rerr error
+		for {
+			n, err := src.Read(buf)
+			tp.feed(buf[:n])
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				rerr = fmt.Errorf("rewrite: read: %w", err)
+				break
+			}
+			if out.err != nil {
+				break
+			}
 		}
-		if err != nil {
-			rerr = fmt.Errorf("rewrite: read: %w", err)
-			break
-		}
-		if out.err != nil {
-			break
-		}
-	}
-	tp.finish()
-	if out.err == nil {
-		out.err = out.w.Flush()
-	}
-	if rerr != nil {
+		tp.finish()
 		return rerr
-	}
-	if out.err != nil {
-		return fmt.Errorf("rewrite: write: %w", out.err)
-	}
-	return nil
+	})
 }
 
 // textProc finds URLs in a byte stream that arrives in chunks of any size.

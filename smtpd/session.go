@@ -15,6 +15,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/trackrelay/trackrelay/store"
 )
 
 // session is one SMTP session: from EHLO to QUIT, or to STARTTLS, after
@@ -249,20 +251,8 @@ func (ss *session) Data(r io.Reader) error {
 		return rerr
 	}
 	ss.srv.metrics.messages.WithLabelValues("accepted").Inc()
-	ss.log.Info("smtp message accepted", "id", formatID(rcpt.MessageID), "rcpts", len(sub.Recipients), "user", printable(user, 64))
+	ss.log.Info("smtp message accepted", "id", store.FormatID(rcpt.MessageID), "rcpts", len(sub.Recipients), "user", printable(user, 64))
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: queuedText(rcpt)}
-}
-
-// formatID writes an id as store.FormatID does (16 lowercase hex digits);
-// the front does not import the persistence layer for one format.
-func formatID(id uint64) string {
-	const hex = "0123456789abcdef"
-	var b [16]byte
-	for i := 15; i >= 0; i-- {
-		b[i] = hex[id&0xf]
-		id >>= 4
-	}
-	return string(b[:])
 }
 
 // maxListedIDs bounds the copy ids named in the reply to DATA.
@@ -273,7 +263,7 @@ const maxListedIDs = 5
 func queuedText(r *Receipt) string {
 	var b strings.Builder
 	b.WriteString("Ok: queued as ")
-	b.WriteString(formatID(r.MessageID))
+	b.WriteString(store.FormatID(r.MessageID))
 	n := len(r.CopyIDs)
 	b.WriteString(" (")
 	b.WriteString(strconv.Itoa(n))
@@ -290,7 +280,7 @@ func queuedText(r *Receipt) string {
 			break
 		}
 		b.WriteByte(' ')
-		b.WriteString(formatID(id))
+		b.WriteString(store.FormatID(id))
 	}
 	b.WriteByte(')')
 	return b.String()

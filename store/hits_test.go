@@ -128,10 +128,12 @@ func TestDeleteHitsBefore(t *testing.T) {
 		}
 	}
 	before, _ := r.HitCounts("shop")
-	n, err := r.DeleteHitsBefore(ctx, now.Add(-24*time.Hour))
+	// Through DeleteBefore, as the relay's retention calls it.
+	p, err := r.DeleteBefore(ctx, now.Add(-24*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
+	n := p.Hits
 	kept := map[string]bool{}
 	if err := r.HitIDs(func(id string) { kept[id] = true }); err != nil {
 		t.Fatal(err)

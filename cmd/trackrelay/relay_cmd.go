@@ -601,7 +601,7 @@ func (a *relayApp) reload(path string, f *serveFlags) {
 	a.log.Info("reloaded credentials", "credentials", len(us), "trusted_networks", len(nets))
 }
 
-// retention deletes events older than the configured days, at start and
+// retention applies store.DeleteBefore for the configured days, at start and
 // then daily.
 func (a *relayApp) retention(ctx context.Context) {
 	t := time.NewTimer(time.Minute)
@@ -613,24 +613,12 @@ func (a *relayApp) retention(ctx context.Context) {
 		case <-t.C:
 		}
 		cutoff := time.Now().AddDate(0, 0, -a.cfg.Logs.RetentionDays)
-		n, err := a.store.DeleteEventsBefore(ctx, cutoff)
+		p, err := a.store.DeleteBefore(ctx, cutoff)
 		if err != nil && ctx.Err() == nil {
 			a.log.Error("log retention failed", "err", err)
-		} else if n > 0 {
-			a.log.Info("log retention", "deleted", n)
 		}
-		// Raw hits (IP, user agent, URL) go with the events made from them.
-		if h, err := a.store.DeleteHitsBefore(ctx, cutoff); err != nil && ctx.Err() == nil {
-			a.log.Error("hit retention failed", "err", err)
-		} else if h > 0 {
-			a.log.Info("hit retention", "deleted", h)
-		}
-		// The daily summaries behind /v1/stats and /v1/links go with the
-		// events they summarise.
-		if r, err := a.store.DeleteRollupsBefore(ctx, cutoff); err != nil && ctx.Err() == nil {
-			a.log.Error("summary retention failed", "err", err)
-		} else if r > 0 {
-			a.log.Info("summary retention", "deleted", r)
+		if p != (store.Pruned{}) {
+			a.log.Info("log retention", "events", p.Events, "hits", p.Hits, "summaries", p.Rollups)
 		}
 		t.Reset(24 * time.Hour)
 	}
