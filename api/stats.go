@@ -26,6 +26,18 @@ type Counts struct {
 	UniqueClicks int    `json:"unique_clicks"` // copies with at least one click
 }
 
+// addTotals adds d's plain counts to c. Unique counts do not add up across
+// days (a copy opened on two days is one unique open): the callers count
+// those over the whole period.
+func (c *Counts) addTotals(d Counts) {
+	c.Sent += d.Sent
+	c.Delivered += d.Delivered
+	c.Failed += d.Failed
+	c.Deferred += d.Deferred
+	c.Opens += d.Opens
+	c.Clicks += d.Clicks
+}
+
 type statsAnswer struct {
 	Start string   `json:"start"`
 	End   string   `json:"end"`
@@ -188,12 +200,7 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request, p *Principal) err
 		}
 	}
 	for _, d := range days {
-		total.Sent += d.Sent
-		total.Delivered += d.Delivered
-		total.Failed += d.Failed
-		total.Deferred += d.Deferred
-		total.Opens += d.Opens
-		total.Clicks += d.Clicks
+		total.addTotals(d)
 	}
 	writeJSON(w, http.StatusOK, statsAnswer{
 		Start: start.Format(time.RFC3339), End: end.Format(time.RFC3339), Days: days, Total: total,
@@ -392,12 +399,7 @@ func statsFromRollups(ctx context.Context, ro Rollups, account, tag string, star
 		d.Sent, d.Delivered, d.Failed, d.Deferred = int(ru.Sent), int(ru.Delivered), int(ru.Failed), int(ru.Deferred)
 		d.Opens, d.Clicks = int(ru.Opens), int(ru.Clicks)
 		d.UniqueOpens, d.UniqueClicks = len(ru.Opened), len(ru.Clicked)
-		total.Sent += d.Sent
-		total.Delivered += d.Delivered
-		total.Failed += d.Failed
-		total.Deferred += d.Deferred
-		total.Opens += d.Opens
-		total.Clicks += d.Clicks
+		total.addTotals(*d)
 		opened = append(opened, ru.Opened...)
 		clicked = append(clicked, ru.Clicked...)
 	}

@@ -35,8 +35,10 @@ func (q *Queue) Tracker(c *store.Copy) *rewrite.Tracker {
 // WriteCopy writes copy c of the spooled message read from src to dst:
 // the control headers stripped, and links and images tracked as c says.
 func (q *Queue) WriteCopy(dst io.Writer, src io.Reader, c *store.Copy) error {
+	// mime.Rewrite buffers src itself; the walk writes in small pieces, so
+	// the output is buffered here.
 	bw := bufio.NewWriterSize(dst, 32<<10)
-	_, err := mime.Rewrite(bw, bufio.NewReaderSize(src, 32<<10), mime.Options{TrackText: c.Text && c.Clicks}, func(mime.Controls) (mime.Tracker, error) {
+	_, err := mime.Rewrite(bw, src, mime.Options{TrackText: c.Text && c.Clicks}, func(mime.Controls) (mime.Tracker, error) {
 		if !c.Clicks && !c.Opens {
 			return nil, nil
 		}
