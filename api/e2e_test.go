@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -130,11 +129,9 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	redirSrv := httptest.NewUnstartedServer(rh)
-	redirSrv.Listener.Close()
-	redirSrv.Listener = redirLn
-	redirSrv.Start()
-	t.Cleanup(redirSrv.Close)
+	redirSrv := redirector.NewHTTPServer(rh, log)
+	go redirSrv.Serve(redirLn)
+	t.Cleanup(func() { _ = redirSrv.Shutdown() })
 	shipper, err := redirector.NewShipper(redirector.ShipperConfig{Journal: journal, Sink: redirector.SinkFunc(relay.IngestHits), Logger: log})
 	if err != nil {
 		t.Fatal(err)

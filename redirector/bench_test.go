@@ -2,9 +2,11 @@ package redirector
 
 import (
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/trackrelay/trackrelay/rewrite"
 )
@@ -12,33 +14,42 @@ import (
 // BenchmarkHandler measures durable hits over real loopback HTTP: every
 // request is journaled and fsynced (shared commits) before its 302. The
 // "bare302" case is the same HTTP stack answering a fixed 302 with no
-// token and no journal, the baseline to read the others against.
+// token and no journal (bare fasthttp), the baseline to read the others
+// against.
 func BenchmarkHandler(b *testing.B) {
 	codec, err := rewrite.NewCodec(testKeyNew)
 	if err != nil {
 		b.Fatal(err)
 	}
 	tok := codec.Encode(rewrite.Token{Kind: rewrite.KindClick, MessageID: freshID(), HTTPS: true, Host: "shop.example.com"})
-	bare := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header()["Location"] = []string{"https://shop.example.com" + r.URL.RequestURI()}
-		w.Header()["Content-Length"] = []string{"0"}
-		w.WriteHeader(http.StatusFound)
-	})
+	bare := func(ctx *fasthttp.RequestCtx) {
+		ctx.SetStatusCode(fasthttp.StatusFound)
+		ctx.Response.Header.Set("Location", "https://shop.example.com"+string(ctx.Request.Header.RequestURI()))
+	}
 	for _, tc := range []struct {
 		name string
-		h    func(b *testing.B) http.Handler
+		h    *Handler
 	}{
-		{"bare302", func(*testing.B) http.Handler { return bare }},
-		{"durable", func(b *testing.B) http.Handler { return newEnvFor(b, codec) }},
+		{"bare302", nil},
+		{"durable", newEnvFor(b, codec)},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			h := tc.h(b)
-			srv := httptest.NewServer(h)
-			defer srv.Close()
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			var srv *fasthttp.Server
+			if tc.h != nil {
+				srv = NewHTTPServer(tc.h, nil)
+			} else {
+				srv = &fasthttp.Server{Handler: bare, NoDefaultServerHeader: true, NoDefaultContentType: true}
+			}
+			go srv.Serve(ln)
+			defer srv.Shutdown()
 			tr := &http.Transport{MaxIdleConnsPerHost: 256}
 			defer tr.CloseIdleConnections()
 			client := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-			url := srv.URL + "/" + tok + "/products/shoes?color=red"
+			url := "http://" + ln.Addr().String() + "/" + tok + "/products/shoes?color=red"
 			b.SetParallelism(32) // 32 × GOMAXPROCS connections, like wrk -c64 on 2 cores
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
@@ -60,8 +71,8 @@ func BenchmarkHandler(b *testing.B) {
 			})
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hits/s")
-			if rh, ok := h.(*Handler); ok {
-				j := rh.journal
+			if tc.h != nil {
+				j := tc.h.journal
 				c := float64(max(j.Commits(), 1))
 				b.ReportMetric(float64(b.N)/c, "hits/commit")
 				b.ReportMetric(j.CommitTime().Seconds()*1e3/c, "ms/commit")

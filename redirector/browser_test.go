@@ -94,7 +94,7 @@ func TestBrowser(t *testing.T) {
 	org := newOrigin(t)
 	_, oport, _ := net.SplitHostPort(org.srv.Listener.Addr().String())
 	e := newEnv(t, func(c *Config) { c.Domains = []string{"localhost"} })
-	_, rport, _ := net.SplitHostPort(e.srv.Listener.Addr().String())
+	_, rport, _ := net.SplitHostPort(e.addr)
 	re := newRelayEnv(t, 0, 0)
 
 	// The message copy the relay knows, with its recipient and tags.

@@ -1,9 +1,11 @@
 package redirector
 
 import (
-	"net/http"
+	"net"
 	"net/netip"
 	"strings"
+
+	"github.com/valyala/fasthttp"
 )
 
 // maxForwarded bounds how many X-Forwarded-For entries are looked at.
@@ -12,19 +14,26 @@ const maxForwarded = 32
 // clientIP returns the reader's address: the peer, or, when the peer is a
 // trusted proxy, the rightmost X-Forwarded-For entry that is not itself a
 // trusted proxy. Entries left of that one could be written by anyone.
-func (h *Handler) clientIP(r *http.Request) string {
-	peer, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr // not an IP peer (a test or a unix socket)
+func (h *Handler) clientIP(ctx *fasthttp.RequestCtx) string {
+	var ip netip.Addr
+	switch a := ctx.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		ip = a.AddrPort().Addr().Unmap()
+	default:
+		return a.String() // not an IP peer (a unix socket)
 	}
-	ip := peer.Addr().Unmap()
 	if !h.isTrusted(ip) {
 		return ip.String()
 	}
-	values := r.Header.Values("X-Forwarded-For")
+	return h.forwardedFor(ip, ctx.Request.Header.PeekAll("X-Forwarded-For"))
+}
+
+// forwardedFor walks X-Forwarded-For values (each a comma-separated
+// list) from the right, starting from the trusted peer ip.
+func (h *Handler) forwardedFor(ip netip.Addr, values [][]byte) string {
 	seen := 0
 	for i := len(values) - 1; i >= 0; i-- {
-		parts := strings.Split(values[i], ",")
+		parts := strings.Split(string(values[i]), ",")
 		for j := len(parts) - 1; j >= 0; j-- {
 			if seen++; seen > maxForwarded {
 				return ip.String()

@@ -1,12 +1,18 @@
 package redirector
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"strconv"
+	"runtime/debug"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/valyala/fasthttp"
 	"golang.org/x/net/idna"
 
 	"github.com/trackrelay/trackrelay/rewrite"
@@ -23,76 +29,75 @@ const (
 // pixelGIF is a 1×1 transparent GIF89a.
 var pixelGIF = []byte("GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
 
-var pixelLen = strconv.Itoa(len(pixelGIF))
-
 const notFoundBody = "404 not found\n"
 
-// ServeHTTP answers one request to a click domain.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
-	case "/healthz":
-		h.m.count("health")
-		plain(w, http.StatusOK, "ok\n")
-		return
-	case "/readyz":
-		h.m.count("health")
-		if h.draining.Load() {
-			plain(w, http.StatusServiceUnavailable, "draining\n")
-			return
-		}
-		plain(w, http.StatusOK, "ready\n")
+// Serve answers one request to a click domain. It is the
+// fasthttp.RequestHandler that NewHTTPServer runs.
+//
+// The request target is used exactly as it arrived on the request line:
+// the token is its first path segment, and the rest of the path and the
+// query go into the Location as the browser sent them.
+func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
+	target := ctx.Request.Header.RequestURI()
+	path, query := target, []byte(nil)
+	if i := bytes.IndexByte(target, '?'); i >= 0 {
+		path, query = target[:i], target[i+1:]
+	}
+	switch string(path) {
+	case "/healthz", "/readyz":
+		code, body := h.health(string(path))
+		plainFast(ctx, code, body)
 		return
 	}
-	if !h.knownHost(r) {
-		h.notFound(w, "host")
+	if !h.knownHost(string(ctx.Request.Header.Host()), ctx.IsTLS()) {
+		h.notFound(ctx, "host")
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	head := ctx.IsHead()
+	if !ctx.IsGet() && !head {
 		h.m.count("method")
-		w.Header().Set("Allow", "GET, HEAD")
-		plain(w, http.StatusMethodNotAllowed, "405 method not allowed\n")
+		ctx.Response.Header.Set("Allow", "GET, HEAD")
+		plainFast(ctx, fasthttp.StatusMethodNotAllowed, "405 method not allowed\n")
 		return
 	}
-	// The path as the browser sent it: the token is its first segment,
-	// the rest is the original path, escaped as it arrived.
-	p := r.URL.EscapedPath()
-	if r.URL.Opaque != "" || !strings.HasPrefix(p, "/") {
-		h.notFound(w, "path")
+	// Origin form only: "/token[/rest]".
+	if len(path) < 2 || path[0] != '/' {
+		h.notFound(ctx, "path")
 		return
 	}
-	tokStr, rest := p[1:], ""
-	if i := strings.IndexByte(tokStr, '/'); i >= 0 {
-		tokStr, rest = tokStr[:i], tokStr[i:]
+	tokB, rest := path[1:], []byte(nil)
+	if i := bytes.IndexByte(tokB, '/'); i >= 0 {
+		tokB, rest = tokB[:i], tokB[i:]
 	}
-	tok, err := h.codec.Decode(tokStr)
+	tok, err := h.codec.Decode(string(tokB))
 	if err != nil {
-		h.notFound(w, "token")
+		h.notFound(ctx, "token")
 		return
 	}
 	now := h.now()
 	if h.maxAge > 0 && now.Sub(store.IDTime(tok.MessageID)) > h.maxAge {
-		h.notFound(w, "expired")
+		h.notFound(ctx, "expired")
 		return
 	}
 	var location string
 	switch tok.Kind {
 	case rewrite.KindClick, rewrite.KindImage:
-		location, err = buildLocation(tok, rest, r.URL.RawQuery)
+		location, err = buildLocation(tok, rest, query)
 		if err != nil {
-			h.notFound(w, "location")
+			h.notFound(ctx, "location")
 			return
 		}
 	case rewrite.KindPixel:
 		if !pixelPath(rest) {
-			h.notFound(w, "path")
+			h.notFound(ctx, "path")
 			return
 		}
 	default:
-		h.notFound(w, "kind")
+		h.notFound(ctx, "kind")
 		return
 	}
 
-	ua := r.UserAgent()
+	ua := ctx.Request.Header.UserAgent()
 	hit := store.Hit{
 		ID:        h.journal.NewHitID(),
 		Time:      now.UTC(),
@@ -100,20 +105,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		MessageID: tok.MessageID,
 		Position:  tok.Position,
 		URL:       location,
-		IP:        h.clientIP(r),
-		UserAgent: truncate(ua, maxUserAgent),
-		Referer:   truncate(r.Referer(), maxReferer),
-		Protocol:  r.Proto,
-		Head:      r.Method == http.MethodHead,
-		Machine:   isMachine(ua),
+		IP:        h.clientIP(ctx),
+		UserAgent: string(truncate(ua, maxUserAgent)),
+		Referer:   string(truncate(ctx.Request.Header.Referer(), maxReferer)),
+		Protocol:  protocol(ctx),
+		Head:      head,
+		Machine:   isMachine(string(ua)),
 	}
-	if r.TLS != nil {
-		hit.Protocol += "+tls"
-	}
-	if err := h.journal.Append(r.Context(), hit); err != nil {
-		if r.Context().Err() != nil {
-			return // the client went away; nothing was promised
-		}
+	// The journal is not given the request's context: fasthttp ends it
+	// at server shutdown, and a hit that is being made durable then must
+	// still be answered, not dropped.
+	if err := h.journal.Append(context.Background(), hit); err != nil {
 		// The reader must not see a broken link: answer anyway, and make
 		// the loss loud.
 		h.m.journalErrors.Inc()
@@ -126,32 +128,105 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	hdr := w.Header()
+	hdr := &ctx.Response.Header
 	if tok.Kind == rewrite.KindPixel {
 		h.m.count("pixel")
-		hdr["Content-Type"] = []string{"image/gif"}
-		hdr["Content-Length"] = []string{pixelLen}
-		hdr["Cache-Control"] = []string{"no-store, no-cache, must-revalidate, max-age=0"}
-		hdr["Pragma"] = []string{"no-cache"}
-		hdr["Expires"] = []string{"0"}
-		w.WriteHeader(http.StatusOK)
-		if r.Method != http.MethodHead {
-			_, _ = w.Write(pixelGIF)
-		}
+		ctx.SetStatusCode(fasthttp.StatusOK)
+		hdr.SetContentType("image/gif")
+		hdr.Set("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")
+		hdr.Set("Pragma", "no-cache")
+		hdr.Set("Expires", "0")
+		ctx.Response.SetBodyRaw(pixelGIF)
 		return
 	}
 	h.m.count("redirect")
-	hdr["Location"] = []string{location}
-	hdr["Cache-Control"] = []string{"no-store"}
-	hdr["Referrer-Policy"] = []string{"no-referrer-when-downgrade"}
-	hdr["Content-Length"] = []string{"0"}
-	w.WriteHeader(http.StatusFound)
+	ctx.SetStatusCode(fasthttp.StatusFound)
+	hdr.Set("Location", location)
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("Referrer-Policy", "no-referrer-when-downgrade")
+}
+
+// serveRecover is Serve with a panic answered 500 and logged, as
+// net/http would: fasthttp does not recover.
+func (h *Handler) serveRecover(ctx *fasthttp.RequestCtx) {
+	defer func() {
+		if v := recover(); v != nil {
+			h.log.Error("redirector: panic serving a request", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			ctx.Response.Reset()
+			plainFast(ctx, fasthttp.StatusInternalServerError, "500 internal server error\n")
+		}
+	}()
+	h.Serve(ctx)
+}
+
+// badRequest answers a request fasthttp could not read or parse.
+func (h *Handler) badRequest(ctx *fasthttp.RequestCtx, err error) {
+	h.m.count("bad_request")
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.As(err, &small):
+		plainFast(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "431 request header fields too large\n")
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		plainFast(ctx, fasthttp.StatusRequestEntityTooLarge, "413 request entity too large\n")
+	default:
+		var te interface{ Timeout() bool }
+		if errors.As(err, &te) && te.Timeout() {
+			plainFast(ctx, fasthttp.StatusRequestTimeout, "408 request timeout\n")
+			return
+		}
+		plainFast(ctx, fasthttp.StatusBadRequest, "400 bad request\n")
+	}
+	ctx.SetConnectionClose()
+}
+
+// health answers /healthz and /readyz.
+func (h *Handler) health(path string) (int, string) {
+	h.m.count("health")
+	if path == "/readyz" && h.draining.Load() {
+		return http.StatusServiceUnavailable, "draining\n"
+	}
+	if path == "/readyz" {
+		return http.StatusOK, "ready\n"
+	}
+	return http.StatusOK, "ok\n"
+}
+
+// HealthHandler serves /healthz and /readyz over net/http, for the admin
+// listener.
+func (h *Handler) HealthHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		code, body := h.health(r.URL.Path)
+		hdr := w.Header()
+		hdr["Content-Type"] = []string{"text/plain; charset=utf-8"}
+		hdr["Cache-Control"] = []string{"no-store"}
+		hdr["X-Content-Type-Options"] = []string{"nosniff"}
+		w.WriteHeader(code)
+		_, _ = io.WriteString(w, body)
+	})
+}
+
+// protocol is the hit's protocol field: "HTTP/1.1", with "+tls" over
+// HTTPS.
+func protocol(ctx *fasthttp.RequestCtx) string {
+	var p string
+	switch proto := ctx.Request.Header.Protocol(); string(proto) {
+	case "HTTP/1.1":
+		p = "HTTP/1.1"
+	case "HTTP/1.0":
+		p = "HTTP/1.0"
+	default:
+		p = string(truncate(proto, 16))
+	}
+	if ctx.IsTLS() {
+		p += "+tls"
+	}
+	return p
 }
 
 // buildLocation is the one place a redirect target is made: the scheme and
 // authority come from the verified token, then a path that starts with "/"
 // (so nothing in the request can end the authority), then the query.
-func buildLocation(tok rewrite.Token, rest, rawQuery string) (string, error) {
+func buildLocation(tok rewrite.Token, rest, rawQuery []byte) (string, error) {
 	host := tok.Host
 	if !isASCII(host) {
 		a, err := idna.Lookup.ToASCII(host)
@@ -168,11 +243,11 @@ func buildLocation(tok rewrite.Token, rest, rawQuery string) (string, error) {
 	b.WriteString(tok.Scheme())
 	b.WriteString("://")
 	b.WriteString(tok.Authority())
-	if rest == "" {
-		rest = "/"
+	if len(rest) == 0 {
+		b.WriteByte('/')
 	}
 	writeSafe(&b, rest)
-	if rawQuery != "" {
+	if len(rawQuery) != 0 {
 		b.WriteByte('?')
 		writeSafe(&b, rawQuery)
 	}
@@ -192,7 +267,7 @@ const errTooLong = locationError("redirector: location too long")
 // Location header raw: controls, space, DEL, non-ASCII, and '#' and '\'
 // which would change how a browser reads the path. The request line cannot
 // carry most of them; this is the belt to that brace.
-func writeSafe(b *strings.Builder, s string) {
+func writeSafe(b *strings.Builder, s []byte) {
 	const hexd = "0123456789ABCDEF"
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -208,23 +283,23 @@ func writeSafe(b *strings.Builder, s string) {
 
 // pixelPath says whether what follows a pixel token fits: nothing, "/",
 // or one segment naming a GIF.
-func pixelPath(rest string) bool {
-	if rest == "" || rest == "/" {
+func pixelPath(rest []byte) bool {
+	if len(rest) == 0 || string(rest) == "/" {
 		return true
 	}
 	seg := rest[1:]
-	return len(seg) <= 64 && !strings.ContainsAny(seg, "/%") && strings.HasSuffix(strings.ToLower(seg), ".gif")
+	return len(seg) <= 64 && !bytes.ContainsAny(seg, "/%") && len(seg) >= 4 && strings.EqualFold(string(seg[len(seg)-4:]), ".gif")
 }
 
 // knownHost matches the request's Host against the click domains.
-func (h *Handler) knownHost(r *http.Request) bool {
-	host, port := r.Host, ""
+func (h *Handler) knownHost(host string, tls bool) bool {
+	port := ""
 	if hh, pp, err := net.SplitHostPort(host); err == nil {
 		host, port = hh, pp
 	}
 	if port == "" {
 		port = "80"
-		if r.TLS != nil {
+		if tls {
 			port = "443"
 		}
 	}
@@ -237,19 +312,18 @@ func (h *Handler) knownHost(r *http.Request) bool {
 	return false
 }
 
-func (h *Handler) notFound(w http.ResponseWriter, why string) {
+func (h *Handler) notFound(ctx *fasthttp.RequestCtx, why string) {
 	h.m.count("not_found_" + why)
-	plain(w, http.StatusNotFound, notFoundBody)
+	plainFast(ctx, fasthttp.StatusNotFound, notFoundBody)
 }
 
-func plain(w http.ResponseWriter, code int, body string) {
-	hdr := w.Header()
-	hdr["Content-Type"] = []string{"text/plain; charset=utf-8"}
-	hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
-	hdr["Cache-Control"] = []string{"no-store"}
-	hdr["X-Content-Type-Options"] = []string{"nosniff"}
-	w.WriteHeader(code)
-	_, _ = w.Write([]byte(body))
+func plainFast(ctx *fasthttp.RequestCtx, code int, body string) {
+	ctx.SetStatusCode(code)
+	hdr := &ctx.Response.Header
+	hdr.SetContentType("text/plain; charset=utf-8")
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	ctx.Response.SetBodyString(body)
 }
 
 func isASCII(s string) bool {
@@ -262,7 +336,7 @@ func isASCII(s string) bool {
 }
 
 // truncate cuts s to at most n bytes on a rune boundary.
-func truncate(s string, n int) string {
+func truncate[T ~string | ~[]byte](s T, n int) T {
 	if len(s) <= n {
 		return s
 	}

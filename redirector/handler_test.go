@@ -3,7 +3,6 @@ package redirector
 import (
 	"encoding/base64"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -31,6 +30,9 @@ func TestClickRedirect(t *testing.T) {
 		{"double slash stays path", click("shop.example.com"), "//evil.example/x", "//evil.example/x"},
 		{"encoded dots untouched", click("shop.example.com"), "/%2e%2e/%2E", "/%2e%2e/%2E"},
 		{"empty query mark", click("shop.example.com"), "/p?", "/p"},
+		// What the original link had, the browser sends and the reader
+		// gets: the redirector does not judge the page's own URLs.
+		{"lone percent kept", click("shop.example.com"), "/100%/x?q=5%", "/100%/x?q=5%"},
 		{"long query", click("shop.example.com"), "/p?" + strings.Repeat("k=v&", 500), "/p?" + strings.Repeat("k=v&", 500)},
 	}
 	for _, tc := range tests {
@@ -119,10 +121,25 @@ func assertSafeLocation(t *testing.T, loc, scheme, host string) {
 			t.Fatalf("Location %q has byte %#x", loc, c)
 		}
 	}
-	u, err := url.Parse(loc)
+	// A '%' that starts no escape passes through as the browser sent it
+	// (see TestClickRedirect); url.Parse would refuse it, so it is made
+	// an escape for this check only.
+	var fixed strings.Builder
+	for i := 0; i < len(loc); i++ {
+		if loc[i] == '%' && (i+2 >= len(loc) || !isHex(loc[i+1]) || !isHex(loc[i+2])) {
+			fixed.WriteString("%25")
+			continue
+		}
+		fixed.WriteByte(loc[i])
+	}
+	u, err := url.Parse(fixed.String())
 	if err != nil || u.Scheme != scheme || u.Host != host || u.User != nil {
 		t.Fatalf("Location %q parses as %+v, %v", loc, u, err)
 	}
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // TestTamperedTokens flips every bit of every byte of a valid token (so
@@ -208,9 +225,7 @@ func TestKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	expectNotFound(t, "new token at an old-key redirector", rawReq(t, srv.Listener.Addr().String(), "GET", "/"+newTok+"/new", "click.example.com"))
+	expectNotFound(t, "new token at an old-key redirector", rawReq(t, serveHandler(t, h), "GET", "/"+newTok+"/new", "click.example.com"))
 }
 
 func TestHosts(t *testing.T) {
@@ -239,7 +254,8 @@ func TestHosts(t *testing.T) {
 			if tc.ok && r.code != http.StatusFound {
 				t.Fatalf("%q: %d", tc.host, r.code)
 			}
-			if !tc.ok && (r.code != http.StatusNotFound || r.location != "") {
+			// An empty Host is refused by the HTTP server itself (400).
+			if !tc.ok && ((r.code != http.StatusNotFound && (tc.host != "" || r.code != http.StatusBadRequest)) || r.location != "") {
 				t.Fatalf("%q: %d %q, want 404", tc.host, r.code, r.location)
 			}
 		})

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -31,7 +30,7 @@ type env struct {
 	codec   *rewrite.Codec // signs with testKeyNew, accepts testKeyOld too
 	journal *store.Journal
 	h       *Handler
-	srv     *httptest.Server
+	addr    string // the server's address
 	host    string // a click domain the handler serves
 	reg     *prometheus.Registry
 }
@@ -62,14 +61,34 @@ func newEnv(t *testing.T, opts ...envOpt) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
-		srv.Close()
 		if err := j.Close(); err != nil {
 			t.Error(err)
 		}
 	})
-	return &env{t: t, codec: codec, journal: j, h: h, srv: srv, host: "click.example.com", reg: reg}
+	addr := serveHandler(t, h)
+	return &env{t: t, codec: codec, journal: j, h: h, addr: addr, host: "click.example.com", reg: reg}
+}
+
+// serveHandler serves h with the production server (NewHTTPServer) on
+// 127.0.0.1:0 until the test ends, and returns the address.
+func serveHandler(tb testing.TB, h *Handler) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := NewHTTPServer(h, nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	tb.Cleanup(func() {
+		_ = srv.Shutdown()
+		<-done
+	})
+	return ln.Addr().String()
 }
 
 func withTrusted(p ...string) envOpt {
@@ -92,7 +111,7 @@ type response struct {
 // not touched by any client library) and reads the response.
 func (e *env) raw(method, target, host string, hdr ...string) response {
 	e.t.Helper()
-	return rawReq(e.t, e.srv.Listener.Addr().String(), method, target, host, hdr...)
+	return rawReq(e.t, e.addr, method, target, host, hdr...)
 }
 
 // rawReq sends one raw HTTP/1.1 request to addr.

@@ -21,7 +21,7 @@ type metrics struct {
 }
 
 // outcomes are the values of the requests counter's label.
-var outcomes = []string{"redirect", "pixel", "health", "method",
+var outcomes = []string{"redirect", "pixel", "health", "method", "bad_request",
 	"not_found_host", "not_found_path", "not_found_token", "not_found_expired", "not_found_location", "not_found_kind"}
 
 // count adds one request with outcome o (one of outcomes).

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/trackrelay/trackrelay/store"
@@ -267,4 +268,15 @@ func checkHit(h store.Hit) error {
 		return errors.New("field too long")
 	}
 	return nil
+}
+
+// plain writes a small text/plain answer over net/http.
+func plain(w http.ResponseWriter, code int, body string) {
+	hdr := w.Header()
+	hdr["Content-Type"] = []string{"text/plain; charset=utf-8"}
+	hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
+	hdr["Cache-Control"] = []string{"no-store"}
+	hdr["X-Content-Type-Options"] = []string{"nosniff"}
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, body)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
+	"time"
 )
 
 // The hit log sits in front of the journal's bbolt file: Append makes a
@@ -60,17 +61,17 @@ var (
 type logSeg struct {
 	f   *os.File
 	gen uint64
-	off int64  // next write offset
-	end uint64 // seq of the last record written in this generation
+	off int64 // next write offset
 }
 
-// logRec is one record, for the mover.
+// logRec is one logged record, held until it is settled.
 type logRec struct {
 	key, val []byte
 	seg      int
 	gen      uint64
 	end      int64 // offset just past the record
 	seq      uint64
+	at       time.Time // when it was logged
 }
 
 func segPath(path string, i int) string { return fmt.Sprintf("%s.log%d", path, i) }

@@ -74,13 +74,11 @@ func (r *Relay) IngestHits(ctx context.Context, hits []Hit) error {
 		if hits[i].ID == "" {
 			return fmt.Errorf("store: hit %d: no id", i)
 		}
-		v, err := json.Marshal(&hits[i])
-		if err != nil {
-			return fmt.Errorf("store: hit: %w", err)
-		}
-		vals[i] = v
+		vals[i] = appendHitRecord(nil, &hits[i])
 	}
 	return r.update(ctx, func(tx *bolt.Tx) error {
+		// Hits come in bursts per message: read each copy once.
+		copies := map[uint64]*Copy{}
 		hb := tx.Bucket([]byte(bucketHits))
 		ub := tx.Bucket([]byte(bucketHitUniq))
 		nb := tx.Bucket([]byte(bucketHitCounts))
@@ -94,15 +92,21 @@ func (r *Relay) IngestHits(ctx context.Context, hits []Hit) error {
 			if err := hb.Put(id, vals[i]); err != nil {
 				return err
 			}
-			var c Copy
-			v := cb.Get(idKey(h.MessageID))
-			if v == nil || json.Unmarshal(v, &c) != nil || c.Account == "" {
+			c, seen := copies[h.MessageID]
+			if !seen {
+				var cc Copy
+				if v := cb.Get(idKey(h.MessageID)); v != nil && json.Unmarshal(v, &cc) == nil && cc.Account != "" {
+					c = &cc
+				}
+				copies[h.MessageID] = c
+			}
+			if c == nil {
 				if err := addCount(nb, "", "orphans"); err != nil {
 					return err
 				}
 				continue
 			}
-			ev, err := hitEvent(h, &c)
+			ev, err := hitEvent(h, c)
 			if err != nil {
 				return err
 			}
@@ -214,7 +218,7 @@ func (r *Relay) Hit(id string) (Hit, bool, error) {
 			return nil
 		}
 		ok = true
-		return json.Unmarshal(v, &h)
+		return decodeHitRecord(v, &h)
 	})
 	if err != nil {
 		return Hit{}, false, fmt.Errorf("store: hit %s: %w", strings.ToValidUTF8(id, "?"), err)
@@ -297,10 +301,8 @@ func hitTime(k, v []byte) time.Time {
 			return IDTime(id)
 		}
 	}
-	var h struct {
-		Time time.Time `json:"time"`
-	}
-	if json.Unmarshal(v, &h) == nil {
+	var h Hit
+	if decodeHitRecord(v, &h) == nil {
 		return h.Time
 	}
 	return time.Time{} // unreadable: as old as can be

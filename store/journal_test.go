@@ -79,12 +79,18 @@ func TestJournalGroupCommit(t *testing.T) {
 	const workers, each = 64, 20
 	var wg sync.WaitGroup
 	errs := make(chan error, workers*each)
+	var mu sync.Mutex
+	want := map[string]bool{}
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				errs <- j.Append(context.Background(), testHit(j, "pixel", uint64(i)))
+				h := testHit(j, "pixel", uint64(i))
+				mu.Lock()
+				want[h.ID] = true
+				mu.Unlock()
+				errs <- j.Append(context.Background(), h)
 			}
 		}()
 	}
@@ -101,11 +107,16 @@ func TestJournalGroupCommit(t *testing.T) {
 	if c := j.Commits(); c >= workers*each {
 		t.Fatalf("%d commits for %d hits: commits are not shared", c, workers*each)
 	}
+	// Each hit once (in the order the log took them).
 	hits, _ := j.Pending(workers * each)
-	for i := 1; i < len(hits); i++ {
-		if hits[i-1].ID >= hits[i].ID {
-			t.Fatal("Pending not in id order")
+	for _, h := range hits {
+		if !want[h.ID] {
+			t.Fatalf("Pending: %s twice or never appended", h.ID)
 		}
+		delete(want, h.ID)
+	}
+	if len(want) != 0 {
+		t.Fatalf("Pending: %d hits missing", len(want))
 	}
 }
 
@@ -430,5 +441,81 @@ func TestJournalSegmentSwitch(t *testing.T) {
 		if hits[i].ID != kept[i] || hits[i].UserAgent != big {
 			t.Fatalf("hit %d: %s", i, hits[i].ID)
 		}
+	}
+}
+
+// boltCount is how many hits the bbolt file itself holds.
+func boltCount(t *testing.T, j *Journal) int {
+	t.Helper()
+	var n int
+	if err := j.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(journalBucket).Stats().KeyN
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestJournalSpill: hits that the shipper takes and deletes
+// promptly leave the journal without being written into bbolt; hits it
+// does not settle within spillAfter are spilled there, still returned by
+// Next, and deleted from there.
+func TestJournalSpill(t *testing.T) {
+	j, err := OpenJournal(filepath.Join(t.TempDir(), "j.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	appendN := func(n int) []string {
+		var ids []string
+		for i := 0; i < n; i++ {
+			h := testHit(j, "click", uint64(i))
+			if err := j.Append(context.Background(), h); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, h.ID)
+		}
+		return ids
+	}
+	ship := func(want []string) {
+		t.Helper()
+		hits, bad, err := j.Next(1000)
+		if err != nil || len(bad) != 0 || len(hits) != len(want) {
+			t.Fatalf("Next: %d hits, %v, %v; want %d", len(hits), bad, err, len(want))
+		}
+		ids := make([]string, len(hits))
+		for i, h := range hits {
+			if h.ID != want[i] {
+				t.Fatalf("hit %d is %s, want %s", i, h.ID, want[i])
+			}
+			ids[i] = h.ID
+		}
+		if err := j.Delete(ids); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	ship(appendN(50))
+	time.Sleep(spillAfter + 3*moverTick)
+	if n := boltCount(t, j); n != 0 || j.Len() != 0 {
+		t.Fatalf("promptly shipped hits: %d in bbolt, Len %d; want none", n, j.Len())
+	}
+
+	late := appendN(30)
+	deadline := time.Now().Add(spillAfter + 2*time.Second)
+	for boltCount(t, j) != 30 {
+		if time.Now().After(deadline) {
+			t.Fatalf("unshipped hits not spilled: %d in bbolt", boltCount(t, j))
+		}
+		time.Sleep(moverTick)
+	}
+	if j.Len() != 30 {
+		t.Fatalf("Len %d after the spill, want 30", j.Len())
+	}
+	fresh := appendN(5) // held in memory, behind bbolt's backlog
+	ship(append(late, fresh...))
+	if n := boltCount(t, j); n != 0 || j.Len() != 0 {
+		t.Fatalf("after shipping: %d in bbolt, Len %d", n, j.Len())
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/gob"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -310,7 +309,7 @@ func (r *Relay) LinkPositions(keys []string) ([]int, error) {
 				continue
 			}
 			var h Hit
-			if json.Unmarshal(v, &h) == nil && h.Kind == "click" {
+			if decodeHitRecord(v, &h) == nil && h.Kind == "click" {
 				pos[i] = int(h.Position)
 			}
 		}
