@@ -395,8 +395,8 @@ func TestJournalSegmentSwitch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	big := strings.Repeat("y", 2000)
-	const n = 3 * logSegSize / 2000 // three segments' worth
+	big := strings.Repeat("y", 4000)
+	const n = 3 * logSegSize / 4000 // three segments' worth
 	var kept, del []string
 	for i := 0; i < n; i++ {
 		h := testHit(j, "click", uint64(i))
@@ -517,5 +517,100 @@ func TestJournalSpill(t *testing.T) {
 	ship(append(late, fresh...))
 	if n := boltCount(t, j); n != 0 || j.Len() != 0 {
 		t.Fatalf("after shipping: %d in bbolt, Len %d", n, j.Len())
+	}
+}
+
+// TestJournalShipUnderLoad: appenders, and a shipper that stalls for
+// longer than spillAfter now and then (the relay is down), so hits move
+// between memory and bbolt while they are being read and deleted. Every
+// hit is shipped at least once, none is lost, and the journal ends empty;
+// after a clean reopen it is still empty.
+func TestJournalShipUnderLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j.db")
+	j, err := OpenJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 16, 150
+	var mu sync.Mutex
+	appended := map[string]bool{}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				h := testHit(j, "click", uint64(i))
+				h.UserAgent = strings.Repeat("u", 1500) // fill log segments too
+				if err := j.Append(context.Background(), h); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				appended[h.ID] = true
+				mu.Unlock()
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	appendersDone := make(chan struct{})
+	go func() { wg.Wait(); close(appendersDone) }()
+
+	shipped := map[string]bool{}
+	stalled := false
+	start := time.Now()
+	for {
+		select {
+		case <-appendersDone:
+			appendersDone = nil
+		default:
+		}
+		// Stall once, for longer than spillAfter, a little way in.
+		if !stalled && time.Since(start) > 200*time.Millisecond {
+			stalled = true
+			time.Sleep(spillAfter + 3*moverTick)
+			if j.n.Load() == 0 {
+				t.Fatal("nothing was spilled into bbolt during the stall")
+			}
+		}
+		hits, bad, err := j.Next(100)
+		if err != nil || len(bad) != 0 {
+			t.Fatalf("Next: %v %v", bad, err)
+		}
+		if len(hits) == 0 && appendersDone == nil {
+			break
+		}
+		ids := make([]string, len(hits))
+		for i, h := range hits {
+			ids[i] = h.ID
+			shipped[h.ID] = true
+		}
+		if err := j.Delete(ids); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	mu.Lock()
+	for id := range appended {
+		if !shipped[id] {
+			t.Errorf("hit %s never shipped", id)
+		}
+	}
+	mu.Unlock()
+	if len(appended) != workers*each {
+		t.Fatalf("%d appended", len(appended))
+	}
+	if j.Len() != 0 || boltCount(t, j) != 0 {
+		t.Fatalf("after shipping everything: Len %d, %d in bbolt", j.Len(), boltCount(t, j))
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if j, err = OpenJournal(path); err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if j.Len() != 0 {
+		t.Fatalf("reopened: %d hits came back", j.Len())
 	}
 }

@@ -11,11 +11,21 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"syscall"
 )
 
 func main() {
+	if len(os.Args) > 1 && serverCommands[os.Args[1]] {
+		if _, set := os.LookupEnv("GOGC"); !set {
+			// The servers' live heap is small and their garbage is
+			// per request: collecting at 5x the live heap instead of 2x
+			// saves about a tenth of the redirector's CPU per hit, for
+			// tens of MB. GOGC, when set, decides instead.
+			debug.SetGCPercent(serverGCPercent)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], stdio{os.Stdin, os.Stdout, os.Stderr})
 	stop()
@@ -26,6 +36,12 @@ func main() {
 		os.Exit(exitCode(err))
 	}
 }
+
+// serverCommands are the long-running commands; serverGCPercent is their
+// GOGC unless the environment sets one.
+var serverCommands = map[string]bool{"serve": true, "relay": true, "redirector": true}
+
+const serverGCPercent = 400
 
 // stdio is what a command reads and writes, so tests can run commands
 // in-process.
