@@ -50,8 +50,13 @@ fuzz:
 	  done; \
 	done
 
+# Every Go benchmark, then the redirector under wrk against nginx's bare
+# `return 302` (the shared script installs wrk and nginx when missing).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+	@if [ -f ../shared/bench/redirector-vs-nginx.sh ]; then \
+	  bash redirector/bench/wrk.sh 8 64; \
+	else echo "bench: ../shared is absent; redirector vs nginx not run"; fi
 
 clean:
 	rm -rf bin

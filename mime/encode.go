@@ -1,7 +1,9 @@
 package mime
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"io"
 )
 
@@ -25,8 +27,13 @@ type qpWriter struct {
 	cr      bool // pending CR: a hard break if LF follows
 }
 
-func newQPWriter(w io.Writer, eol string) *qpWriter {
-	return &qpWriter{w: w, eol: eol, buf: make([]byte, 0, 4096)}
+// newQPWriter returns an encoder writing to w that buffers in buf (nil:
+// a buffer of its own).
+func newQPWriter(w io.Writer, eol string, buf []byte) *qpWriter {
+	if buf == nil {
+		buf = make([]byte, 0, 4096)
+	}
+	return &qpWriter{w: w, eol: eol, buf: buf[:0]}
 }
 
 const upperhex = "0123456789ABCDEF"
@@ -97,6 +104,20 @@ func (q *qpWriter) Write(p []byte) (int, error) {
 			// that is not a line ending follows it in p (only white space
 			// that ends a line must be encoded).
 			j := i + 1
+			// Eight octets at a time up to the next "=" while they are
+			// printable ASCII or space: a space in the middle of a word is
+			// followed by a byte that is not a line ending; the last one
+			// is checked.
+			eq := len(p)
+			if e := bytes.IndexByte(p[j:], '='); e >= 0 {
+				eq = j + e
+			}
+			for lim := min(eq, len(p)-1); j+8 <= lim; j += 8 {
+				w := binary.LittleEndian.Uint64(p[j:])
+				if !ascii8(w) || w>>56 == ' ' && (p[j+8] == '\r' || p[j+8] == '\n') {
+					break
+				}
+			}
 			for j < len(p) && (qpLiteral[p[j]] ||
 				(p[j] == ' ' || p[j] == '\t') && j+1 < len(p) && p[j+1] != '\r' && p[j+1] != '\n') {
 				j++

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-message/textproto"
 )
@@ -141,8 +142,15 @@ func (rh *rawHeader) parse() {
 	b.WriteString("\r\n")
 	// The fields were checked above, so this does not fail; a field it
 	// still rejects would only be missing from h.
-	rh.h, _ = textproto.ReadHeader(bufio.NewReader(&b))
+	br := headerReaders.Get().(*bufio.Reader)
+	br.Reset(&b)
+	rh.h, _ = textproto.ReadHeader(br) // copies what it keeps
+	br.Reset(nil)
+	headerReaders.Put(br)
 }
+
+// headerReaders recycles the readers parse hands to textproto.ReadHeader.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
 
 // write writes the header block, leaving out dropped fields. With qp set,
 // the Content-Transfer-Encoding becomes quoted-printable (replacing the

@@ -1,6 +1,7 @@
 package mime
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"errors"
@@ -22,6 +23,8 @@ type transcoder struct {
 	eol   string
 	final bool              // the raw body ended with a line ending
 	enc   encoding.Encoding // non-nil: convert through UTF-8
+	qpr   *bufio.Reader     // if set, under the decoder of rewrite
+	qpw   []byte            // if set, the encoder's buffer in rewrite
 }
 
 // decodeError marks content that does not decode.
@@ -47,10 +50,20 @@ func (d decodeReader) Read(p []byte) (int, error) {
 
 // decoded returns the body of sp with its transfer encoding undone.
 func (t *transcoder) decoded(sp *spool) io.Reader {
+	return t.decodedWith(sp, nil)
+}
+
+// decodedWith is decoded, with br (if not nil) as the quoted-printable
+// decoder's buffer.
+func (t *transcoder) decodedWith(sp *spool, br *bufio.Reader) io.Reader {
 	r := sp.reader()
 	switch t.cte {
 	case "quoted-printable":
-		r = newQPDecoder(r) // mime/quotedprintable's decoding, faster
+		if br == nil {
+			br = bufio.NewReader(nil)
+		}
+		br.Reset(r)
+		r = &qpDecoder{br: br} // mime/quotedprintable's decoding, faster
 	case "base64":
 		// base64.NewDecoder skips CR and LF only; anything else that is not
 		// base64 is an error, and the leaf passes through.
@@ -118,14 +131,14 @@ func (t *transcoder) rewrite(out *spool, in *spool, tr Tracker, isHTML bool) err
 	var cw io.WriteCloser
 	switch t.cte {
 	case "quoted-printable":
-		cw = newQPWriter(out, t.eol)
+		cw = newQPWriter(out, t.eol, t.qpw)
 	case "base64":
 		cw = newB64Writer(out, t.eol, t.final)
 	default:
 		cw = nopCloser{out}
 	}
 	var w io.WriteCloser = cw
-	src := t.decoded(in)
+	src := t.decodedWith(in, t.qpr)
 	if t.enc != nil {
 		src = decodeReader{transform.NewReader(src, t.enc.NewDecoder())}
 		w = transform.NewWriter(cw, t.enc.NewEncoder())

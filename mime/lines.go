@@ -32,6 +32,7 @@ type lineReader struct {
 	top       bool   // nothing consumed yet
 	off       int64  // input offset of the pending line
 	prevEOL   string // line ending of the last consumed line ("" for none)
+	copyBuf   []byte // copyRest's buffer; nil: io.Copy's own
 }
 
 // peek returns the pending line, reading one if needed. At the end of the
@@ -167,7 +168,12 @@ func (lr *lineReader) copyRest(w io.Writer) error {
 		}
 		return lr.err
 	}
-	_, err := io.Copy(w, readerOnly{lr.br})
+	var err error
+	if len(lr.copyBuf) > 0 {
+		_, err = io.CopyBuffer(w, readerOnly{lr.br}, lr.copyBuf)
+	} else {
+		_, err = io.Copy(w, readerOnly{lr.br})
+	}
 	if err != nil {
 		var ie *ioError
 		if !errors.As(err, &ie) {

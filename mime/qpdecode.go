@@ -3,6 +3,7 @@ package mime
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 )
@@ -21,7 +22,10 @@ import (
 type qpDecoder struct {
 	br   *bufio.Reader
 	rest []byte // what is left of the current line, ready to decode
-	err  error  // reported once rest is used up
+	// clean says rest holds only octets that decode as themselves and
+	// "=": a run of literal octets then ends only at an "=".
+	clean bool
+	err   error // reported once rest is used up
 }
 
 func newQPDecoder(r io.Reader) *qpDecoder {
@@ -42,10 +46,18 @@ var qpLiteralIn = func() (t [256]bool) {
 func (q *qpDecoder) nextLine() {
 	line, err := q.br.ReadSlice('\n')
 	q.err = err
-	body := bytes.TrimRight(line, " \t\r\n")
+	e := len(line)
+	for e > 0 && (line[e-1] == ' ' || line[e-1] == '\t' || line[e-1] == '\r' || line[e-1] == '\n') {
+		e--
+	}
+	body := line[:e]
+	q.clean = cleanQP(body) // the line ending put back below is literal
 	switch {
 	case len(body) > 0 && body[len(body)-1] == '=':
-		after := bytes.TrimLeft(line[len(body):], " \t")
+		after := line[e:]
+		for len(after) > 0 && (after[0] == ' ' || after[0] == '\t') {
+			after = after[1:]
+		}
 		body = body[:len(body)-1]
 		if !bytes.HasPrefix(after, []byte("\n")) && !bytes.HasPrefix(after, []byte("\r\n")) &&
 			!(len(after) == 0 && len(body) > 0 && err == io.EOF) {
@@ -60,37 +72,53 @@ func (q *qpDecoder) nextLine() {
 }
 
 func (q *qpDecoder) Read(p []byte) (n int, err error) {
+	// The line lives in a local while decoding: storing a slice into q
+	// costs a write barrier while the GC runs.
+	rest := q.rest
+	defer func() { q.rest = rest }()
 	for len(p) > 0 {
-		if len(q.rest) == 0 {
+		if len(rest) == 0 {
 			if q.err != nil {
 				return n, q.err
 			}
 			q.nextLine()
+			rest = q.rest
 			continue
 		}
-		k := 0
-		for k < len(q.rest) && k < len(p) && qpLiteralIn[q.rest[k]] {
-			k++
+		// A run of literal octets ends at the next "=", or in a line
+		// that is not clean, also at an octet that is not literal.
+		m := min(len(rest), len(p))
+		k := bytes.IndexByte(rest[:m], '=')
+		if k < 0 {
+			k = m
+		}
+		if !q.clean {
+			for i := range k {
+				if !qpLiteralIn[rest[i]] {
+					k = i
+					break
+				}
+			}
 		}
 		if k > 0 {
-			copy(p, q.rest[:k])
-			p, q.rest, n = p[k:], q.rest[k:], n+k
+			copy(p, rest[:k])
+			p, rest, n = p[k:], rest[k:], n+k
 			continue
 		}
-		c := q.rest[0]
+		c := rest[0]
 		switch {
 		case c != '=':
 			return n, fmt.Errorf("quotedprintable: invalid unescaped byte 0x%02x in body", c)
-		case len(q.rest) >= 3 && isHexDigit(q.rest[1]) && isHexDigit(q.rest[2]):
-			p[0] = unhex(q.rest[1])<<4 | unhex(q.rest[2])
-			q.rest = q.rest[3:]
-		case len(q.rest) >= 2 && q.rest[1] != '\r' && q.rest[1] != '\n':
+		case len(rest) >= 3 && isHexDigit(rest[1]) && isHexDigit(rest[2]):
+			p[0] = unhex(rest[1])<<4 | unhex(rest[2])
+			rest = rest[3:]
+		case len(rest) >= 2 && rest[1] != '\r' && rest[1] != '\n':
 			p[0] = '=' // not an escape: a literal "="
-			q.rest = q.rest[1:]
-		case len(q.rest) < 3:
+			rest = rest[1:]
+		case len(rest) < 3:
 			return n, io.ErrUnexpectedEOF // fewer than two octets after "="
 		default:
-			return n, fmt.Errorf("quotedprintable: invalid hex byte 0x%02x", q.rest[1])
+			return n, fmt.Errorf("quotedprintable: invalid hex byte 0x%02x", rest[1])
 		}
 		p, n = p[1:], n+1
 	}
@@ -109,4 +137,50 @@ func unhex(c byte) byte {
 		return c - 'A' + 10
 	}
 	return c - 'a' + 10
+}
+
+// Byte-wise constants for the word-at-a-time tests.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// cleanQP reports whether b holds only octets that decode as themselves
+// and "=". It reads eight octets at a time, and octet by octet only when
+// one of them is a control octet (a tab, or rarely one that is not
+// literal).
+func cleanQP(b []byte) bool {
+	all := b
+	var hit uint64
+	for len(b) >= 8 {
+		hit |= ctlBits(binary.LittleEndian.Uint64(b))
+		b = b[8:]
+	}
+	if hit != 0 {
+		return qpLiteralOrEq(all)
+	}
+	return qpLiteralOrEq(b)
+}
+
+func qpLiteralOrEq(b []byte) bool {
+	for _, c := range b {
+		if !qpLiteralIn[c] && c != '=' {
+			return false
+		}
+	}
+	return true
+}
+
+// ctlBits is not zero exactly when one of the eight bytes of w is below
+// 0x20 or is 0x7f (DEL). Both tests are exact as a whole, like ascii8's.
+func ctlBits(w uint64) uint64 {
+	del := w ^ 0x7f*ones // DEL is zero here
+	return ((w-0x20*ones)&^w | (del-ones)&^del) & highs
+}
+
+// ascii8 reports whether the eight bytes of w are all printable ASCII or
+// space (0x20-0x7e). Each test is exact as a whole: a borrow or carry
+// between bytes comes only from a byte that fails anyway.
+func ascii8(w uint64) bool {
+	return ((w-0x20*ones)&^w|(w+ones)|w)&highs == 0
 }

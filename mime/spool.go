@@ -24,9 +24,12 @@ type spool struct {
 
 	unlinked bool
 
-	maxLine int // longest line written, without its ending
-	cur     int // length of the current line so far
-	last    byte
+	// lines asks Write to keep maxLine: only a rewritten 7bit/8bit body
+	// needs it. reset leaves it as it is.
+	lines   bool
+	maxLine int  // longest line written, without its ending
+	cur     int  // length of the current line so far
+	last    byte // last byte written
 }
 
 func (sp *spool) reset() error {
@@ -44,7 +47,11 @@ func (sp *spool) reset() error {
 }
 
 func (sp *spool) Write(p []byte) (int, error) {
-	sp.measure(p)
+	if sp.lines {
+		sp.measure(p)
+	} else if len(p) > 0 {
+		sp.last = p[len(p)-1]
+	}
 	if sp.f == nil && sp.mem.Len()+len(p) > spoolMem {
 		f, err := os.CreateTemp(sp.dir, "trackrelay-mime-*")
 		if err != nil {

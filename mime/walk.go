@@ -112,7 +112,7 @@ func Rewrite(dst io.Writer, src io.Reader, opt Options, decide func(Controls) (T
 	bufs := bufPool.Get().(*walkBufs)
 	defer bufs.put()
 	bufs.br.Reset(src)
-	lr := &lineReader{br: bufs.br, nextStart: true, top: true}
+	lr := &lineReader{br: bufs.br, nextStart: true, top: true, copyBuf: bufs.copyBuf}
 	rh, status, reason, err := readHeader(lr, nil)
 	if err != nil {
 		return rep, err
@@ -176,6 +176,8 @@ func Rewrite(dst io.Writer, src io.Reader, opt Options, decide func(Controls) (T
 		rep: &rep,
 		in:  &bufs.in,
 		out: &bufs.out,
+		qpr: bufs.qpr,
+		qpw: bufs.qpw,
 	}
 	defer wk.in.close()
 	defer wk.out.close()
@@ -210,12 +212,18 @@ type walkBufs struct {
 	br      *bufio.Reader
 	bw      *bufio.Writer
 	in, out spool
+	qpr     *bufio.Reader // under the quoted-printable decoder of a leaf
+	qpw     []byte        // the quoted-printable encoder's buffer
+	copyBuf []byte        // for copying the rest of the input
 }
 
 var bufPool = sync.Pool{New: func() any {
 	return &walkBufs{
-		br: bufio.NewReaderSize(nil, lineBufSize),
-		bw: bufio.NewWriterSize(nil, 32<<10),
+		br:      bufio.NewReaderSize(nil, lineBufSize),
+		bw:      bufio.NewWriterSize(nil, 32<<10),
+		qpr:     bufio.NewReaderSize(nil, 4096),
+		qpw:     make([]byte, 0, 4096),
+		copyBuf: make([]byte, 32<<10),
 	}
 }}
 
@@ -224,6 +232,7 @@ var bufPool = sync.Pool{New: func() any {
 func (b *walkBufs) put() {
 	b.br.Reset(nil)
 	b.bw.Reset(nil)
+	b.qpr.Reset(nil)
 	for _, sp := range []*spool{&b.in, &b.out} {
 		sp.close()
 		if sp.mem.Cap() > 2*spoolMem {
@@ -254,6 +263,8 @@ type walker struct {
 	tr      Tracker
 	rep     *Report
 	in, out *spool
+	qpr     *bufio.Reader // reused by every leaf's decoder
+	qpw     []byte        // reused by every leaf's encoder
 	// delimEOL is the line ending of the first delimiter line of the
 	// innermost multipart being walked: the one its delimiters must keep.
 	delimEOL string
@@ -473,7 +484,7 @@ func (wk *walker) leaf(rh *rawHeader, path string, stack [][]byte, isHTML bool, 
 	if identityCTE(cte) && info.nul && cte != "binary" && mode == csBytes {
 		return pass("NUL byte in a " + cteName(cte) + " body")
 	}
-	t := &transcoder{cte: cte, eol: eol, final: info.n > 0 && info.last == '\n', enc: enc}
+	t := &transcoder{cte: cte, eol: eol, final: info.n > 0 && info.last == '\n', enc: enc, qpr: wk.qpr, qpw: wk.qpw}
 	if mode == csConvert {
 		t.fixBOM(in)
 		ok, err := t.lossless(in)
@@ -487,6 +498,7 @@ func (wk *walker) leaf(rh *rawHeader, path string, stack [][]byte, isHTML bool, 
 	if err := out.reset(); err != nil {
 		return err
 	}
+	out.lines = identityCTE(cte) && cte != "binary" // for requote below
 	if err := t.rewrite(out, in, wk.tr, isHTML); err != nil {
 		var ie *ioError
 		if errors.As(err, &ie) {
@@ -509,7 +521,7 @@ func (wk *walker) leaf(rh *rawHeader, path string, stack [][]byte, isHTML bool, 
 	}
 	last := out.last
 	if requote {
-		q := newQPWriter(wk.w, eol)
+		q := newQPWriter(wk.w, eol, wk.qpw)
 		if _, err := io.Copy(q, out.reader()); err != nil {
 			return err
 		}

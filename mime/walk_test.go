@@ -394,7 +394,7 @@ func TestQPWriter(t *testing.T) {
 	for i, s := range tests {
 		for _, eol := range []string{"\r\n", "\n"} {
 			var b bytes.Buffer
-			q := newQPWriter(&b, eol)
+			q := newQPWriter(&b, eol, nil)
 			for _, c := range []byte(s) { // byte by byte: state across writes
 				if _, err := q.Write([]byte{c}); err != nil {
 					t.Fatal(err)

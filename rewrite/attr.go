@@ -175,7 +175,18 @@ func attrValue(raw []byte, a rawAttr) string {
 		return string(v)
 	}
 	if bytes.IndexByte(v, '\r') < 0 && bytes.IndexByte(v, 0) < 0 && onlyAmp(v) {
-		return string(bytes.ReplaceAll(v, []byte("&amp;"), []byte("&")))
+		// Each "&amp;" becomes "&", into one allocation.
+		var b strings.Builder
+		b.Grow(len(v))
+		for {
+			i := bytes.Index(v, []byte("&amp;"))
+			if i < 0 {
+				b.Write(v)
+				return b.String()
+			}
+			b.Write(v[:i+1])
+			v = v[i+5:]
+		}
 	}
 	// Let the tokenizer decode it: the same value in a synthetic tag with
 	// the same quoting has the same meaning.

@@ -61,11 +61,11 @@ func (o *output) writeString(s string) {
 }
 
 // edit writes newv in place of old and reports it.
-func (t *Tracker) edit(o *output, old []byte, newv string) {
+func (t *Tracker) edit(o *output, old, newv []byte) {
 	if t.cfg.OnEdit != nil && o.err == nil {
-		t.cfg.OnEdit(Edit{Off: o.off, Old: string(old), New: newv})
+		t.cfg.OnEdit(Edit{Off: o.off, Old: string(old), New: string(newv)})
 	}
-	o.writeString(newv)
+	o.write(newv)
 }
 
 // htmlProc rewrites one HTML token stream: a body, or the inside of a
@@ -323,7 +323,7 @@ func (p *htmlProc) token(tt html.TokenType, raw []byte, top bool) {
 // splice is one change inside a tag's raw bytes.
 type splice struct {
 	start, end int
-	newv       string
+	newv       []byte
 }
 
 // tag rewrites a start tag of a known element.
@@ -358,7 +358,7 @@ func (p *htmlProc) tag(raw []byte, el element, top bool) {
 					}
 				}
 			}
-			splices = append(splices, splice{start, a.end, ""})
+			splices = append(splices, splice{start, a.end, nil})
 		}
 	}
 	if el.kind == 0 { // <base>
@@ -387,8 +387,8 @@ func (p *htmlProc) tag(raw []byte, el element, top bool) {
 		return
 	}
 	if track {
-		newv := t.trackedURL(tg, el.kind)
-		splices = append(splices, splice{url.valStart, url.valEnd, quoteValue(newv, url.quote)})
+		t.qbuf = appendQuoted(t.qbuf[:0], t.trackedURL(tg, el.kind), url.quote)
+		splices = append(splices, splice{url.valStart, url.valEnd, t.qbuf})
 	}
 	p.writeSpliced(raw, splices)
 }
@@ -415,49 +415,56 @@ func (p *htmlProc) writeSpliced(raw []byte, splices []splice) {
 	p.out.write(raw[prev:])
 }
 
-// The bytes that make quoteValue escape a value, or quote an unquoted one.
+// The bytes that make appendQuoted escape a value, or quote an unquoted
+// one, and the bytes it escapes.
 var (
 	needsEscape = makeSet("&<>\"' \t\n\r\f`")
 	needsQuotes = makeSet(" \t\n\r\f\"'`")
+	escapes     = makeSet("&<>\"'")
 )
 
-// quoteValue escapes v for an attribute value quoted with q (0: unquoted)
-// and returns what goes between the value's bounds. An unquoted value that
+// appendQuoted appends v escaped for an attribute value quoted with q (0:
+// unquoted): what goes between the value's bounds. An unquoted value that
 // needs quotes gets double quotes.
-func quoteValue(v string, q byte) string {
-	if indexSet(v, &needsEscape) < 0 {
-		return v
+func appendQuoted(dst, v []byte, q byte) []byte {
+	if indexSetBytes(v, &needsEscape) < 0 {
+		return append(dst, v...)
 	}
-	var b strings.Builder
-	b.Grow(len(v) + 16)
 	needQuotes := false
 	if q == 0 {
-		needQuotes = v == "" || indexSet(v, &needsQuotes) >= 0
+		needQuotes = len(v) == 0 || indexSetBytes(v, &needsQuotes) >= 0
 		if needQuotes {
 			q = '"'
-			b.WriteByte(q)
+			dst = append(dst, q)
 		}
 	}
-	for i := 0; i < len(v); i++ {
+	for {
+		i := indexSetBytes(v, &escapes)
+		if i < 0 {
+			dst = append(dst, v...)
+			break
+		}
+		dst = append(dst, v[:i]...)
 		switch c := v[i]; {
 		case c == '&':
-			b.WriteString("&amp;")
+			dst = append(dst, "&amp;"...)
 		case c == '<':
-			b.WriteString("&lt;")
+			dst = append(dst, "&lt;"...)
 		case c == '>':
-			b.WriteString("&gt;")
+			dst = append(dst, "&gt;"...)
 		case c == '"' && q == '"':
-			b.WriteString("&quot;")
+			dst = append(dst, "&quot;"...)
 		case c == '\'' && q == '\'':
-			b.WriteString("&#39;")
+			dst = append(dst, "&#39;"...)
 		default:
-			b.WriteByte(c)
+			dst = append(dst, c)
 		}
+		v = v[i+1:]
 	}
 	if needQuotes {
-		b.WriteByte(q)
+		dst = append(dst, q)
 	}
-	return b.String()
+	return dst
 }
 
 // parseBase accepts an absolute http(s) base URL.
@@ -476,7 +483,7 @@ func parseBase(s string) (*url.URL, error) {
 // way the big ESPs do it.
 func (t *Tracker) pixel(o *output) {
 	tok := Token{Kind: KindPixel, MessageID: t.cfg.MessageID}
-	img := `<img src="` + quoteValue(t.urlFor(tok, ""), '"') + `" alt="" width="1" height="1" border="0" style="height:1px!important;width:1px!important;border-width:0!important;margin:0!important;padding:0!important;display:block" />`
+	img := `<img src="` + string(appendQuoted(nil, t.urlFor(tok, ""), '"')) + `" alt="" width="1" height="1" border="0" style="height:1px!important;width:1px!important;border-width:0!important;margin:0!important;padding:0!important;display:block" />`
 	t.stats.Pixel = true
 	if t.cfg.OnEdit != nil && o.err == nil {
 		t.cfg.OnEdit(Edit{Off: o.off, New: img})
@@ -563,8 +570,8 @@ func (p *htmlProc) endLookAhead(bounded bool) {
 	if bounded || url == nil || len(p.la.text) < maxScamText && looksLikeURL(string(p.la.text)) {
 		p.out.write(raw)
 	} else {
-		newv := p.t.trackedURL(p.la.tg, KindClick)
-		p.writeSpliced(raw, []splice{{url.valStart, url.valEnd, quoteValue(newv, url.quote)}})
+		p.t.qbuf = appendQuoted(p.t.qbuf[:0], p.t.trackedURL(p.la.tg, KindClick), url.quote)
+		p.writeSpliced(raw, []splice{{url.valStart, url.valEnd, p.t.qbuf}})
 	}
 	for _, tk := range p.la.toks {
 		p.token(tk.tt, p.la.data[tk.start:tk.end], false)

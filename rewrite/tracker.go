@@ -48,6 +48,7 @@ type Tracker struct {
 	stats Stats
 	pos   uint32 // the next link position
 	buf   []byte // scratch for building URLs
+	qbuf  []byte // scratch for quoting them
 	// tokenBound, when set, replaces maxBuf (tests use a small one).
 	tokenBound int
 }

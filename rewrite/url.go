@@ -44,6 +44,16 @@ func indexSet(s string, set *byteSet) int {
 	return -1
 }
 
+// indexSetBytes is indexSet for a byte slice.
+func indexSetBytes(s []byte, set *byteSet) int {
+	for i, c := range s {
+		if set[c] {
+			return i
+		}
+	}
+	return -1
+}
+
 var (
 	placeholderStart = makeSet("{}%|[]<$")
 	pathEnd          = makeSet("/?#")
@@ -266,8 +276,9 @@ func (t *Tracker) isClickDomain(auth, host string) bool {
 	return false
 }
 
-// trackedURL builds the tracked URL for tg, taking the next position.
-func (t *Tracker) trackedURL(tg target, kind Kind) string {
+// trackedURL builds the tracked URL for tg in t.buf, taking the next
+// position. The result is valid until the next call that builds a URL.
+func (t *Tracker) trackedURL(tg target, kind Kind) []byte {
 	tok := Token{Kind: kind, MessageID: t.cfg.MessageID, Position: t.pos, HTTPS: tg.https, Host: tg.host, Port: tg.port}
 	t.pos++
 	if kind == KindClick {
@@ -278,7 +289,8 @@ func (t *Tracker) trackedURL(tg target, kind Kind) string {
 	return t.urlFor(tok, tg.rest)
 }
 
-func (t *Tracker) urlFor(tok Token, rest string) string {
+// urlFor builds the tracked URL of tok followed by rest in t.buf.
+func (t *Tracker) urlFor(tok Token, rest string) []byte {
 	b := t.buf[:0]
 	b = append(b, t.cfg.Scheme...)
 	b = append(b, "://"...)
@@ -287,5 +299,5 @@ func (t *Tracker) urlFor(tok Token, rest string) string {
 	b = t.cfg.Codec.AppendEncode(b, tok)
 	b = append(b, rest...)
 	t.buf = b
-	return string(b)
+	return b
 }

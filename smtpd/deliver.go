@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -36,8 +37,13 @@ func (q *Queue) Tracker(c *store.Copy) *rewrite.Tracker {
 // the control headers stripped, and links and images tracked as c says.
 func (q *Queue) WriteCopy(dst io.Writer, src io.Reader, c *store.Copy) error {
 	// mime.Rewrite buffers src itself; the walk writes in small pieces, so
-	// the output is buffered here.
-	bw := bufio.NewWriterSize(dst, 32<<10)
+	// the output is buffered here, in a recycled buffer.
+	bw := copyWriters.Get().(*bufio.Writer)
+	bw.Reset(dst)
+	defer func() {
+		bw.Reset(nil)
+		copyWriters.Put(bw)
+	}()
 	_, err := mime.Rewrite(bw, src, mime.Options{TrackText: c.Text && c.Clicks}, func(mime.Controls) (mime.Tracker, error) {
 		if !c.Clicks && !c.Opens {
 			return nil, nil
@@ -49,6 +55,9 @@ func (q *Queue) WriteCopy(dst io.Writer, src io.Reader, c *store.Copy) error {
 	}
 	return bw.Flush()
 }
+
+// copyWriters recycles WriteCopy's output buffers.
+var copyWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
 
 // errLocal marks a failure on our side (the spool file), not the upstream.
 type errLocal struct{ err error }

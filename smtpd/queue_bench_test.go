@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,7 +61,14 @@ func newCountSink(b testing.TB) *countSink {
 // fsynced spool and store, and delivery (rewrite included) to a fast
 // sink; a message counts once the sink has it. It reports messages per
 // second with tracking off and on, and their ratio (target >= 0.8).
+//
+// The garbage collector runs as in the relay binary: `trackrelay relay`
+// and `serve` set GOGC=400 unless the environment sets GOGC
+// (cmd/trackrelay, serverGCPercent).
 func BenchmarkRelay(b *testing.B) {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		defer debug.SetGCPercent(debug.SetGCPercent(400))
+	}
 	_, file, _, _ := runtime.Caller(0)
 	msg, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "shared", "bench", "newsletter.eml"))
 	if err != nil {
@@ -193,4 +201,24 @@ func BenchmarkWriteCopy(b *testing.B) {
 	b.ReportMetric(float64(off.Nanoseconds())/float64(b.N), "off-ns/copy")
 	b.ReportMetric(float64(on.Nanoseconds())/float64(b.N), "on-ns/copy")
 	b.ReportMetric(float64(off)/float64(on), "off/on")
+}
+
+// BenchmarkWriteCopyTracked measures one tracked copy of the newsletter
+// alone (clicks and opens on), for profiles and instruction counts: one
+// op is one copy.
+func BenchmarkWriteCopyTracked(b *testing.B) {
+	_, file, _, _ := runtime.Caller(0)
+	msg, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "shared", "bench", "newsletter.eml"))
+	if err != nil {
+		b.Skip("../shared/bench/newsletter.eml is absent")
+	}
+	q := &Queue{cfg: QueueConfig{Codec: dlCodec(b)}}
+	c := &store.Copy{ID: 42, Clicks: true, Opens: true, ClickDomain: "click.example.com", Scheme: "https"}
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := q.WriteCopy(io.Discard, bytesReader(msg), c); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
