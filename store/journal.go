@@ -23,6 +23,12 @@ var journalBucket = []byte("hits")
 // ErrJournalClosed is returned by Append after Close.
 var ErrJournalClosed = errors.New("store: journal closed")
 
+// errLogFull fails a commit when the log has no room: its older segment
+// still holds hits that could not be put into bbolt.
+var errLogFull = errors.New("store: journal: hit log full and bbolt failing")
+
+var errTestSpill = errors.New("store: journal: spill failed (test)")
+
 // maxCommit bounds how many hits one group commit writes, so one slow
 // commit does not grow without limit under load.
 const maxCommit = 4096
@@ -45,6 +51,7 @@ const preallocChunk = 4 << 20
 // moverTick, and writes the log's settled watermark at most every
 // watermarkEvery.
 const (
+	maxSpillWait   = 5 * time.Second
 	spillAfter     = time.Second
 	moverTick      = 50 * time.Millisecond
 	watermarkEvery = time.Second
@@ -93,7 +100,10 @@ type Journal struct {
 	safe      [2]watermark  // per segment: every record up to here is settled
 	safeDirty bool          // safe changed since it was last written
 	mdel      []*journalReq // bbolt deletes waiting
-	spillFail bool          // the last spill failed
+	closing   bool          // Close has begun
+	spillWait time.Duration // how long the writer waits for a spill (maxSpillWait)
+	failSpill atomic.Bool   // tests: the mover's transactions fail
+	spillErr  bool          // the last spill failed
 	stop      bool          // the writer has stopped: spill all and exit
 	moverDone chan struct{}
 
@@ -139,6 +149,7 @@ func OpenJournal(path string) (*Journal, error) {
 	}
 	j.mcond = sync.NewCond(&j.mmu)
 	j.urgent = -1
+	j.spillWait = maxSpillWait
 	if err := j.recover(); err != nil {
 		j.closeFiles()
 		_ = db.Close()
@@ -357,15 +368,24 @@ func (j *Journal) loop() {
 func (j *Journal) writeLog(batch []*journalReq, size int) error {
 	seg := &j.segs[j.cur]
 	if seg.off+int64(size) > logSegSize {
-		// The other segment is reused once the mover has put everything
-		// it holds into bbolt; it long has, unless bbolt is failing.
-		// Its unsettled hits are spilled into bbolt first.
+		// The other segment is reused once every hit it holds is
+		// settled: the mover spills the unsettled ones into bbolt now.
+		// If bbolt keeps failing (a full disk), the writer gives up
+		// after maxSpillWait, or at once when closing, and fails the
+		// batch: the redirector then answers and counts the hits as
+		// lost, instead of leaving every request hanging.
 		other := 1 - j.cur
 		j.mmu.Lock()
-		for j.unsafe[other] > 0 && !j.stop {
+		since := time.Now()
+		for j.unsafe[other] > 0 {
+			if j.closing && j.spillErr || time.Since(since) > j.spillWait {
+				j.urgent = -1
+				j.mmu.Unlock()
+				return errLogFull
+			}
 			j.urgent = other
 			j.mcond.Broadcast()
-			j.mcond.Wait()
+			j.mcond.Wait() // the mover's tick wakes this too
 		}
 		j.urgent = -1
 		j.mmu.Unlock()
@@ -410,6 +430,17 @@ func (j *Journal) writeLog(batch []*journalReq, size int) error {
 type watermark struct {
 	gen uint64
 	end int64
+}
+
+// advance moves m forward to (gen, end), never back (a newer generation
+// of a segment is ahead of every position in an older one), and says
+// whether it moved.
+func (m *watermark) advance(gen uint64, end int64) bool {
+	if gen < m.gen || gen == m.gen && end <= m.end {
+		return false
+	}
+	*m = watermark{gen, end}
+	return true
 }
 
 // mover spills unsettled hits into bbolt (see Journal), runs bbolt
@@ -469,6 +500,9 @@ func (j *Journal) mover() {
 		var added int64
 		deleted := make([]int64, len(dels))
 		err := j.db.Update(func(tx *bolt.Tx) error {
+			if j.failSpill.Load() {
+				return errTestSpill
+			}
 			b := tx.Bucket(journalBucket)
 			// Keys are time-ordered, so puts append: full leaves split
 			// less and leave fewer dirty pages per commit.
@@ -483,9 +517,7 @@ func (j *Journal) mover() {
 				}
 				// A spill is a prefix of the unsettled hits: everything
 				// up to r is now settled or in bbolt.
-				if m := &marks[r.seg]; m.gen != r.gen || m.end < r.end {
-					*m = watermark{r.gen, r.end}
-				}
+				marks[r.seg].advance(r.gen, r.end)
 			}
 			lb := tx.Bucket(logBucket)
 			for i, m := range marks {
@@ -521,10 +553,10 @@ func (j *Journal) mover() {
 		}
 		j.mmu.Lock()
 		j.spilling = 0
+		j.spillErr = err != nil
 		if err != nil {
 			// The hits are safe in the log; try again. At shutdown they
 			// stay there and go into bbolt on the next open.
-			j.spillFail = true
 			j.safeDirty = true
 			j.mcond.Broadcast()
 			j.mmu.Unlock()
@@ -536,13 +568,10 @@ func (j *Journal) mover() {
 			continue
 		}
 		backoff = 0
-		j.spillFail = false
 		if len(spill) > 0 {
 			j.removeSpilled(spill)
 			for _, r := range spill {
-				if m := &j.safe[r.seg]; m.gen != r.gen || m.end < r.end {
-					*m = watermark{r.gen, r.end}
-				}
+				j.safe[r.seg].advance(r.gen, r.end)
 			}
 		}
 		done := stopping && len(j.mq) == 0 && len(j.mdel) == 0
@@ -584,8 +613,7 @@ func (j *Journal) removeSpilled(spill []*logRec) {
 	last := spill[len(spill)-1].seq
 	i := 0
 	for i < len(j.mq) && j.mq[i].seq <= last {
-		r := j.mq[i]
-		j.unsafe[r.seg]--
+		j.left(j.mq[i])
 		j.mq[i] = nil
 		i++
 	}
@@ -773,7 +801,7 @@ func (j *Journal) deleteHeld(ids []string) (rest []string) {
 	for _, r := range j.mq {
 		if want[string(r.key)] {
 			delete(want, string(r.key))
-			j.unsafe[r.seg]--
+			j.left(r)
 			j.queued.Add(-1)
 			continue
 		}
@@ -789,13 +817,17 @@ func (j *Journal) deleteHeld(ids []string) (rest []string) {
 
 // settled notes that r, the first hit of mq, has left it.
 func (j *Journal) settled(r *logRec) {
-	j.unsafe[r.seg]--
-	if m := &j.safe[r.seg]; m.gen != r.gen || m.end < r.end {
-		*m = watermark{r.gen, r.end}
+	if j.safe[r.seg].advance(r.gen, r.end) {
 		j.safeDirty = true
 	}
+	j.left(r)
+}
+
+// left notes that r has left mq, settled or spilled. j.mmu is held.
+func (j *Journal) left(r *logRec) {
+	j.unsafe[r.seg]--
 	if r.seg == j.urgent && j.unsafe[r.seg] == 0 {
-		j.mcond.Broadcast()
+		j.mcond.Broadcast() // the writer waits for this segment
 	}
 }
 
@@ -865,6 +897,10 @@ func (j *Journal) Close() error {
 		return nil
 	}
 	j.closed = true
+	j.mmu.Lock()
+	j.closing = true
+	j.mcond.Broadcast()
+	j.mmu.Unlock()
 	close(j.reqs)
 	j.mu.Unlock()
 	<-j.done

@@ -614,3 +614,59 @@ func TestJournalShipUnderLoad(t *testing.T) {
 		t.Fatalf("reopened: %d hits came back", j.Len())
 	}
 }
+
+// TestJournalLogFullFails: while bbolt fails (a full disk) and the shipper
+// is away, the log fills; then Append fails with a clear error instead of
+// hanging, Close returns, and every hit Append acknowledged is there once
+// bbolt works again.
+func TestJournalLogFullFails(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j.db")
+	j, err := OpenJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.spillWait = 300 * time.Millisecond
+	j.failSpill.Store(true)
+	big := strings.Repeat("z", 4000)
+	var acked []string
+	var failed error
+	for i := 0; i < 3*logSegSize/4000 && failed == nil; i++ {
+		h := testHit(j, "click", uint64(i))
+		h.UserAgent = big
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := j.Append(ctx, h)
+		cancel()
+		switch {
+		case err == nil:
+			acked = append(acked, h.ID)
+		case errors.Is(err, errLogFull):
+			failed = err
+		default:
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	if failed == nil {
+		t.Fatalf("%d appends into a full log all succeeded", len(acked))
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- j.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hangs while bbolt fails")
+	}
+	// bbolt works again: the acknowledged hits come back from the log.
+	j, err = OpenJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	for _, id := range acked {
+		if ok, err := j.Contains(id); err != nil || !ok {
+			t.Fatalf("acknowledged hit %s lost (%v); %d acked", id, err, len(acked))
+		}
+	}
+	if j.Len() != len(acked) {
+		t.Fatalf("Len %d, want %d", j.Len(), len(acked))
+	}
+}
