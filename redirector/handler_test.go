@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -439,5 +440,27 @@ func TestMachineAgents(t *testing.T) {
 		if got := isMachine(ua); got != want {
 			t.Errorf("isMachine(%q) = %v", ua, got)
 		}
+	}
+}
+
+// TestRequestBounds: a header block over maxRequestHeader gets 431, a body
+// over maxRequestBody 413, and neither is journaled or redirected.
+func TestRequestBounds(t *testing.T) {
+	e := newEnv(t)
+	tok := "/" + e.tok(click("shop.example.com")) + "/x"
+	if r := e.get(tok, "X-Big", strings.Repeat("a", maxRequestHeader)); r.code != http.StatusRequestHeaderFieldsTooLarge || r.location != "" {
+		t.Fatalf("big header: %d %q", r.code, r.location)
+	}
+	if r := e.get(tok+"?"+strings.Repeat("q", maxRequestHeader)); r.code != http.StatusRequestHeaderFieldsTooLarge || r.location != "" {
+		t.Fatalf("big target: %d %q", r.code, r.location)
+	}
+	if r := e.raw("POST", tok, e.host, "Content-Length", strconv.Itoa(maxRequestBody+1)); r.code != http.StatusRequestEntityTooLarge || r.location != "" {
+		t.Fatalf("big body: %d %q", r.code, r.location)
+	}
+	if n := len(e.pending()); n != 0 {
+		t.Fatalf("%d hits journaled", n)
+	}
+	if r := e.get(tok); r.code != http.StatusFound {
+		t.Fatalf("then a normal click: %d", r.code)
 	}
 }

@@ -146,7 +146,7 @@ func Start(o Options) (s *Service, err error) {
 }
 
 // NewHTTPServer returns the HTTP server for h with the redirector's
-// limits: request headers (and so the tracked URL) up to 32 KiB, no
+// limits: request headers (and so the tracked URL) up to 16 KiB, no
 // request bodies to speak of, read, write and idle timeouts, and panics
 // answered 500 instead of ending the process. Serve it on a listener (a
 // TLS listener for HTTPS); stop it with ShutdownWithContext.
@@ -164,6 +164,7 @@ func NewHTTPServer(h *Handler, log *slog.Logger) *fasthttp.Server {
 		ErrorHandler:          h.badRequest,
 		Logger:                fastLogger{log},
 		ReadBufferSize:        maxRequestHeader,
+		Concurrency:           maxConns,
 		MaxRequestBodySize:    maxRequestBody,
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
@@ -177,10 +178,14 @@ func NewHTTPServer(h *Handler, log *slog.Logger) *fasthttp.Server {
 	}
 }
 
-// Request bounds: the header block (request line included) and the body.
+// Request bounds: the header block (request line included; nginx allows
+// 8 KiB for one line), the body, and open connections (each holds a read
+// buffer of maxRequestHeader while it lives; idle ones close after
+// IdleTimeout).
 const (
-	maxRequestHeader = 32 << 10
+	maxRequestHeader = 16 << 10
 	maxRequestBody   = 4 << 10
+	maxConns         = 64 << 10
 )
 
 // fastLogger sends fasthttp's own messages to slog at warn.
