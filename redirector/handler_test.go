@@ -451,7 +451,7 @@ func TestRequestBounds(t *testing.T) {
 	if r := e.get(tok, "X-Big", strings.Repeat("a", maxRequestHeader)); r.code != http.StatusRequestHeaderFieldsTooLarge || r.location != "" {
 		t.Fatalf("big header: %d %q", r.code, r.location)
 	}
-	if r := e.get(tok+"?"+strings.Repeat("q", maxRequestHeader)); r.code != http.StatusRequestHeaderFieldsTooLarge || r.location != "" {
+	if r := e.get(tok + "?" + strings.Repeat("q", maxRequestHeader)); r.code != http.StatusRequestHeaderFieldsTooLarge || r.location != "" {
 		t.Fatalf("big target: %d %q", r.code, r.location)
 	}
 	if r := e.raw("POST", tok, e.host, "Content-Length", strconv.Itoa(maxRequestBody+1)); r.code != http.StatusRequestEntityTooLarge || r.location != "" {
