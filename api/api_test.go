@@ -16,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -331,3 +332,65 @@ func goldenCompare(t *testing.T, name string, got []byte) {
 }
 
 func newTestServer(h http.Handler) *httptest.Server { return httptest.NewServer(h) }
+
+// TestKeyringSetKeys: after SetKeys a removed key fails at once, although
+// it passed (and was cached) before; a new key passes, also one that failed
+// (and was cached as bad) before; a bad key list changes nothing; checks
+// running during a swap are safe.
+func TestKeyringSetKeys(t *testing.T) {
+	ctx := context.Background()
+	kr, err := NewKeyring([]Key{{Hash: hashKey(t, "old"), Cred: &smtpd.Credential{Account: "a"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kr.CheckKey(ctx, "old"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kr.CheckKey(ctx, "new"); err != ErrBadKey {
+		t.Fatalf("new key before the swap: %v", err)
+	}
+	newKeys := []Key{{Hash: hashKey(t, "new"), Cred: &smtpd.Credential{Account: "b"}}}
+	if err := kr.SetKeys(newKeys); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kr.CheckKey(ctx, "old"); err != ErrBadKey {
+		t.Fatalf("removed key still works: %v", err)
+	}
+	if p, err := kr.CheckKey(ctx, "new"); err != nil || p.Account != "b" {
+		t.Fatalf("new key: %v %v", p, err)
+	}
+	if err := kr.SetKeys([]Key{{Hash: []byte("plain"), Cred: &smtpd.Credential{Account: "c"}}}); err == nil {
+		t.Fatal("SetKeys accepted a hash that is not bcrypt")
+	}
+	if _, err := kr.CheckKey(ctx, "new"); err != nil {
+		t.Fatalf("a refused SetKeys changed the keys: %v", err)
+	}
+
+	// Swaps while checks run (go test -race).
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if p, err := kr.CheckKey(ctx, "new"); err == nil && p.Account != "b" {
+					t.Errorf("key new speaks for %q", p.Account)
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 20; i++ {
+		if err := kr.SetKeys(newKeys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+}

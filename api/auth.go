@@ -45,12 +45,15 @@ const MaxKeyLen = 72
 // failed are remembered the same way, so a client hammering a bad key
 // costs one bcrypt round per cache eviction, not one per request. At most
 // a few bcrypt checks run at once.
+//
+// SetKeys replaces the keys while requests are served (the relay's SIGHUP).
 type Keyring struct {
-	keys []Key
 	salt [32]byte
 	sem  chan struct{}
 
 	mu   sync.Mutex
+	keys []Key            // replaced whole by SetKeys, never changed in place
+	gen  uint64           // counts SetKeys calls
 	good map[[32]byte]int // HMAC -> index in keys
 	bad  map[[32]byte]struct{}
 }
@@ -61,13 +64,8 @@ const keyCacheSize = 4096
 // NewKeyring returns a Keyring over keys. It fails if a hash is not a
 // bcrypt hash or a key has no credential.
 func NewKeyring(keys []Key) (*Keyring, error) {
-	for i, k := range keys {
-		if _, err := bcrypt.Cost(k.Hash); err != nil {
-			return nil, fmt.Errorf("api: key %d: hash is not bcrypt: %w", i, err)
-		}
-		if k.Cred == nil || k.Cred.Account == "" {
-			return nil, fmt.Errorf("api: key %d: no account", i)
-		}
+	if err := checkKeys(keys); err != nil {
+		return nil, err
 	}
 	kr := &Keyring{
 		keys: append([]Key(nil), keys...),
@@ -79,6 +77,35 @@ func NewKeyring(keys []Key) (*Keyring, error) {
 		return nil, err
 	}
 	return kr, nil
+}
+
+func checkKeys(keys []Key) error {
+	for i, k := range keys {
+		if _, err := bcrypt.Cost(k.Hash); err != nil {
+			return fmt.Errorf("api: key %d: hash is not bcrypt: %w", i, err)
+		}
+		if k.Cred == nil || k.Cred.Account == "" {
+			return fmt.Errorf("api: key %d: no account", i)
+		}
+	}
+	return nil
+}
+
+// SetKeys replaces the keys, checked as NewKeyring checks them; on an
+// error the old keys stay. Both caches are emptied: a removed key stops
+// working at once, and a key that failed before may now pass. A check
+// that was running against the old keys answers by them.
+func (kr *Keyring) SetKeys(keys []Key) error {
+	if err := checkKeys(keys); err != nil {
+		return err
+	}
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	kr.keys = append([]Key(nil), keys...)
+	kr.gen++
+	clear(kr.good)
+	clear(kr.bad)
+	return nil
 }
 
 func (kr *Keyring) mac(key string) [32]byte {
@@ -96,11 +123,12 @@ func (kr *Keyring) CheckKey(ctx context.Context, key string) (*Principal, error)
 	}
 	sum := kr.mac(key)
 	kr.mu.Lock()
+	keys, gen := kr.keys, kr.gen
 	i, ok := kr.good[sum]
 	_, isBad := kr.bad[sum]
 	kr.mu.Unlock()
 	if ok {
-		return principal(kr.keys[i].Cred), nil
+		return principal(keys[i].Cred), nil
 	}
 	if isBad {
 		return nil, ErrBadKey
@@ -114,25 +142,30 @@ func (kr *Keyring) CheckKey(ctx context.Context, key string) (*Principal, error)
 	// Compare against every hash, even after a match, so the time taken
 	// does not say which key matched.
 	found := -1
-	for i, k := range kr.keys {
+	for i, k := range keys {
 		if bcrypt.CompareHashAndPassword(k.Hash, []byte(key)) == nil {
 			found = subtle.ConstantTimeSelect(subtle.ConstantTimeEq(int32(found), -1), i, found) // the first match
 		}
 	}
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
+	current := kr.gen == gen // else the answer is not cached: the keys changed
 	if found < 0 {
-		if len(kr.bad) >= keyCacheSize {
-			clear(kr.bad)
+		if current {
+			if len(kr.bad) >= keyCacheSize {
+				clear(kr.bad)
+			}
+			kr.bad[sum] = struct{}{}
 		}
-		kr.bad[sum] = struct{}{}
 		return nil, ErrBadKey
 	}
-	if len(kr.good) >= keyCacheSize {
-		clear(kr.good)
+	if current {
+		if len(kr.good) >= keyCacheSize {
+			clear(kr.good)
+		}
+		kr.good[sum] = found
 	}
-	kr.good[sum] = found
-	return principal(kr.keys[found].Cred), nil
+	return principal(keys[found].Cred), nil
 }
 
 func principal(c *smtpd.Credential) *Principal {

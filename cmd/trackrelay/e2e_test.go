@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -310,11 +311,32 @@ func truncateStr(s string, n int) string {
 	return s
 }
 
-// TestE2ESighupReload: a new credential works after SIGHUP, an open
-// connection survives it.
+// TestE2ESighupReload: a new credential and a new API key work after
+// SIGHUP, a removed API key stops working, an open connection survives it.
 func TestE2ESighupReload(t *testing.T) {
 	data := t.TempDir()
 	p := startRelay(t, data)
+	devKey, err := os.ReadFile(filepath.Join(data, "api-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiStatus := func(key string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+p.apiAddr+"/v1/logfiles", nil)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(key))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := apiStatus(string(devKey)); st != http.StatusOK {
+		t.Fatalf("dev API key before the reload: %d", st)
+	}
+	if st := apiStatus("n3w-api-key"); st != http.StatusUnauthorized {
+		t.Fatalf("unknown API key: %d", st)
+	}
 	c, err := smtp.DialStartTLS(p.smtpAddr, &tls.Config{RootCAs: p.caPool(), ServerName: "localhost"})
 	if err != nil {
 		t.Fatal(err)
@@ -328,8 +350,18 @@ func TestE2ESighupReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := string(hash)
+	keyHash, err := bcrypt.GenerateFromPassword([]byte("n3w-api-key"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfgPath := filepath.Join(data, devConfigName)
 	b, _ := os.ReadFile(cfgPath)
+	// The dev key goes, a new one comes.
+	devHash := regexp.MustCompile(`(?m)^key_hash = .*$`)
+	if !devHash.Match(b) {
+		t.Fatalf("no key_hash line in the dev config:\n%s", b)
+	}
+	b = devHash.ReplaceAllLiteral(b, []byte(fmt.Sprintf("key_hash = %q", keyHash)))
 	b = append(b, fmt.Sprintf("\n[[credentials]]\nusername = \"app2\"\npassword_hash = %q\naccount = \"dev\"\nupstream = \"outbox\"\n", strings.TrimSpace(out))...)
 	// [[credentials]] after [[api.keys]] is still a top-level table array.
 	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
@@ -354,6 +386,12 @@ func TestE2ESighupReload(t *testing.T) {
 	defer c2.Close()
 	if err := c2.Auth(sasl.NewPlainClient("", "app2", "n3w-pass")); err != nil {
 		t.Fatalf("new credential refused after reload: %v", err)
+	}
+	if st := apiStatus("n3w-api-key"); st != http.StatusOK {
+		t.Fatalf("new API key after the reload: %d", st)
+	}
+	if st := apiStatus(string(devKey)); st != http.StatusUnauthorized {
+		t.Fatalf("removed API key after the reload: %d", st)
 	}
 	waitOutbox(t, filepath.Join(data, "outbox"), 1)
 }

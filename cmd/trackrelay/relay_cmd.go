@@ -233,6 +233,7 @@ type relayApp struct {
 	queue     *smtpd.Queue
 	server    *smtpd.Server
 	upstreams map[string]smtpd.Upstream
+	keyring   *api.Keyring // the REST API's keys; nil when the API is off
 	api       *http.Server
 	ready     atomic.Bool
 }
@@ -567,8 +568,9 @@ Delivered copies appear in %s as .eml files.
 `, dataDir, smtpAddr, smtpAddr, out)
 }
 
-// reload re-reads the configuration and swaps credentials and trusted
-// networks; connections stay up. Other changes need a restart.
+// reload re-reads the configuration and swaps credentials, trusted
+// networks and the REST API's keys; connections stay up. Other changes
+// need a restart.
 func (a *relayApp) reload(path string, f *serveFlags) {
 	cfg, err := config.Load(path)
 	if err == nil {
@@ -579,8 +581,12 @@ func (a *relayApp) reload(path string, f *serveFlags) {
 	}
 	var us map[string]smtpd.User
 	var nets []smtpd.TrustedNetwork
+	var keys []api.Key
 	if err == nil {
 		us, nets, err = users(cfg)
+	}
+	if err == nil {
+		keys, err = api.KeysFromConfig(cfg)
 	}
 	if err == nil {
 		for _, c := range cfg.Credentials {
@@ -588,6 +594,13 @@ func (a *relayApp) reload(path string, f *serveFlags) {
 				err = fmt.Errorf("credential %s: upstream %q needs a restart", c.Username, c.Upstream)
 				break
 			}
+		}
+	}
+	if err == nil && a.keyring != nil {
+		// Checked before anything is swapped, so a bad key file keeps
+		// everything as it was.
+		if _, err = api.NewKeyring(keys); err != nil {
+			err = fmt.Errorf("api.keys: %w", err)
 		}
 	}
 	if err == nil {
@@ -598,7 +611,14 @@ func (a *relayApp) reload(path string, f *serveFlags) {
 		return
 	}
 	a.server.SetTrusted(nets)
-	a.log.Info("reloaded credentials", "credentials", len(us), "trusted_networks", len(nets))
+	apiKeys := 0
+	if a.keyring != nil {
+		if err := a.keyring.SetKeys(keys); err != nil { // checked above
+			a.log.Error("reload: api keys kept", "err", err)
+		}
+		apiKeys = len(keys)
+	}
+	a.log.Info("reloaded credentials", "credentials", len(us), "trusted_networks", len(nets), "api_keys", apiKeys)
 }
 
 // retention applies store.DeleteBefore for the configured days, at start and
@@ -658,6 +678,7 @@ func (a *relayApp) apiHandler(reg *prometheus.Registry) http.Handler {
 		a.log.Error("rest api off", "err", err)
 		return mux
 	}
+	a.keyring = kr
 	mux.Handle("/v1/", api.New(api.Config{
 		Submitter: a.spool, Events: a.store, Copies: a.store, Keys: kr,
 		MaxBodyBytes: a.cfg.SMTP.MaxMessageBytes*4/3 + 1<<20, // base64 attachments in JSON
