@@ -10,9 +10,11 @@ import (
 )
 
 // The hit log sits in front of the journal's bbolt file: Append makes a
-// hit durable with one write and one fdatasync into a preallocated file,
-// and a mover goroutine then puts logged hits into bbolt in large
-// transactions, off the request path.
+// hit durable with one write and one fdatasync into a preallocated file.
+// The hit is then held in memory until the shipper has sent it; only hits
+// that wait too long, or that hold a segment the writer needs, or that
+// are left at Close are put into bbolt (spilled), by the mover goroutine,
+// off the request path (see Journal).
 //
 // Why, when the issue asks for hits "in the redirector's own bbolt journal,
 // fsynced, before the response": a bbolt commit costs two fdatasyncs and a
@@ -40,9 +42,11 @@ import (
 // those bytes. Including gen makes records of a segment's earlier
 // generation fail the check, so a segment is reused by writing a new
 // header, never by erasing it. A reader stops at the first record that
-// fails. The bbolt file keeps, per segment, the generation and end offset
-// of the last record moved into it (logBucket), so recovery replays only
-// what was not moved; a replay is idempotent anyway (same key, same value).
+// fails. The bbolt file keeps, per segment, a watermark (logBucket): the
+// generation and end offset up to which every record is settled, shipped
+// or spilled. Recovery replays into bbolt only the records past it; a
+// replay is idempotent anyway (same key, same value), and a hit shipped
+// twice is dropped by the relay.
 const (
 	logSegSize   = 2 << 20
 	logHeader    = 16

@@ -174,7 +174,7 @@ func OpenJournal(path string) (*Journal, error) {
 }
 
 // recover opens the log's segments, puts every logged hit that bbolt does
-// not have into it (a crash between the log's fsync and the mover), and
+// not have into it (those held in memory at a crash), and
 // starts both segments on new generations.
 func (j *Journal) recover() error {
 	for i := range j.segs {
@@ -311,7 +311,7 @@ func (j *Journal) AppendBatch(h Hit) error {
 
 // loop is the group commit into the log: it takes whatever is waiting,
 // writes it with one write and one fdatasync, answers every caller, and
-// hands the records to the mover.
+// holds the records in memory for the shipper.
 func (j *Journal) loop() {
 	defer close(j.done)
 	defer func() {
