@@ -173,9 +173,10 @@ func OpenJournal(path string) (*Journal, error) {
 	return j, nil
 }
 
-// recover opens the log's segments, puts every logged hit that bbolt does
-// not have into it (those held in memory at a crash), and
-// starts both segments on new generations.
+// recover opens the log's segments, puts every logged hit past the
+// watermark into bbolt (those that were held in memory at a crash, and
+// perhaps some already shipped), and starts both segments on new
+// generations.
 func (j *Journal) recover() error {
 	for i := range j.segs {
 		f, err := openSeg(j.path, i)
