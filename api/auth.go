@@ -64,7 +64,7 @@ const keyCacheSize = 4096
 // NewKeyring returns a Keyring over keys. It fails if a hash is not a
 // bcrypt hash or a key has no credential.
 func NewKeyring(keys []Key) (*Keyring, error) {
-	if err := checkKeys(keys); err != nil {
+	if err := CheckKeys(keys); err != nil {
 		return nil, err
 	}
 	kr := &Keyring{
@@ -79,7 +79,9 @@ func NewKeyring(keys []Key) (*Keyring, error) {
 	return kr, nil
 }
 
-func checkKeys(keys []Key) error {
+// CheckKeys reports the first key that NewKeyring and SetKeys would refuse:
+// a hash that is not bcrypt, or a key without an account.
+func CheckKeys(keys []Key) error {
 	for i, k := range keys {
 		if _, err := bcrypt.Cost(k.Hash); err != nil {
 			return fmt.Errorf("api: key %d: hash is not bcrypt: %w", i, err)
@@ -96,7 +98,7 @@ func checkKeys(keys []Key) error {
 // working at once, and a key that failed before may now pass. A check
 // that was running against the old keys answers by them.
 func (kr *Keyring) SetKeys(keys []Key) error {
-	if err := checkKeys(keys); err != nil {
+	if err := CheckKeys(keys); err != nil {
 		return err
 	}
 	kr.mu.Lock()

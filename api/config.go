@@ -24,13 +24,9 @@ func KeysFromConfig(cfg *config.Config) ([]Key, error) {
 }
 
 func accountCredential(cfg *config.Config, account string) *smtpd.Credential {
-	for _, c := range cfg.Credentials {
-		if c.Account == account {
-			return &smtpd.Credential{
-				Username: c.Username, Account: c.Account,
-				Clicks: c.Clicks, Opens: c.Opens, PreventScam: c.PreventScam, Text: c.Text,
-				ClickDomain: c.ClickDomain, Scheme: c.Scheme, Upstream: c.Upstream,
-			}
+	for i := range cfg.Credentials {
+		if c := &cfg.Credentials[i]; c.Account == account {
+			return smtpd.CredentialFromConfig(c)
 		}
 	}
 	cr := &smtpd.Credential{Username: "api:" + account, Account: account, Scheme: "https"}

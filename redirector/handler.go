@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -196,12 +195,7 @@ func (h *Handler) health(path string) (int, string) {
 func (h *Handler) HealthHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		code, body := h.health(r.URL.Path)
-		hdr := w.Header()
-		hdr["Content-Type"] = []string{"text/plain; charset=utf-8"}
-		hdr["Cache-Control"] = []string{"no-store"}
-		hdr["X-Content-Type-Options"] = []string{"nosniff"}
-		w.WriteHeader(code)
-		_, _ = io.WriteString(w, body)
+		plain(w, code, body)
 	})
 }
 

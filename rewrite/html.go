@@ -427,19 +427,19 @@ var (
 // unquoted): what goes between the value's bounds. An unquoted value that
 // needs quotes gets double quotes.
 func appendQuoted(dst, v []byte, q byte) []byte {
-	if indexSetBytes(v, &needsEscape) < 0 {
+	if indexSet(v, &needsEscape) < 0 {
 		return append(dst, v...)
 	}
 	needQuotes := false
 	if q == 0 {
-		needQuotes = len(v) == 0 || indexSetBytes(v, &needsQuotes) >= 0
+		needQuotes = len(v) == 0 || indexSet(v, &needsQuotes) >= 0
 		if needQuotes {
 			q = '"'
 			dst = append(dst, q)
 		}
 	}
 	for {
-		i := indexSetBytes(v, &escapes)
+		i := indexSet(v, &escapes)
 		if i < 0 {
 			dst = append(dst, v...)
 			break

@@ -35,19 +35,9 @@ func makeSet(chars string) (set byteSet) {
 }
 
 // indexSet returns the index of the first byte of s in set, or -1.
-func indexSet(s string, set *byteSet) int {
+func indexSet[T ~string | ~[]byte](s T, set *byteSet) int {
 	for i := 0; i < len(s); i++ {
 		if set[s[i]] {
-			return i
-		}
-	}
-	return -1
-}
-
-// indexSetBytes is indexSet for a byte slice.
-func indexSetBytes(s []byte, set *byteSet) int {
-	for i, c := range s {
-		if set[c] {
 			return i
 		}
 	}

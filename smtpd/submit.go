@@ -3,6 +3,8 @@ package smtpd
 import (
 	"context"
 	"io"
+
+	"github.com/trackrelay/trackrelay/config"
 )
 
 // Credential is what a sending application authenticates as: its account
@@ -18,6 +20,17 @@ type Credential struct {
 	ClickDomain string // host[:port] of tracked URLs
 	Scheme      string // "http" or "https"
 	Upstream    string // name of the upstream that delivers this credential's mail
+}
+
+// CredentialFromConfig is the Credential that a configuration file's
+// credential describes: the one conversion, for SMTP logins, trusted
+// networks and the REST API's keys alike.
+func CredentialFromConfig(c *config.Credential) *Credential {
+	return &Credential{
+		Username: c.Username, Account: c.Account,
+		Clicks: c.Clicks, Opens: c.Opens, PreventScam: c.PreventScam, Text: c.Text,
+		ClickDomain: c.ClickDomain, Scheme: c.Scheme, Upstream: c.Upstream,
+	}
 }
 
 // Submission is one message handed to the spool, from SMTP or the REST API.

@@ -754,13 +754,13 @@ func (j *Journal) Delete(ids []string) error {
 	// What was not held may be in bbolt (a spilled hit, or one from
 	// before a restart); what is being spilled is about to be.
 	var del [][]byte
-	if j.n.Load() > 0 || j.spilling != 0 {
-		for _, id := range rest {
+	switch {
+	case j.spilling != 0:
+		for _, id := range ids {
 			del = append(del, []byte(id))
 		}
-	}
-	if j.spilling != 0 {
-		for _, id := range ids {
+	case j.n.Load() > 0:
+		for _, id := range rest {
 			del = append(del, []byte(id))
 		}
 	}

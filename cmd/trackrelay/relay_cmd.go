@@ -263,12 +263,9 @@ func loadKeysErr(cfg *config.Config) error {
 func users(cfg *config.Config) (map[string]smtpd.User, []smtpd.TrustedNetwork, error) {
 	creds := map[string]*smtpd.Credential{}
 	us := map[string]smtpd.User{}
-	for _, c := range cfg.Credentials {
-		cr := &smtpd.Credential{
-			Username: c.Username, Account: c.Account,
-			Clicks: c.Clicks, Opens: c.Opens, PreventScam: c.PreventScam, Text: c.Text,
-			ClickDomain: c.ClickDomain, Scheme: c.Scheme, Upstream: c.Upstream,
-		}
+	for i := range cfg.Credentials {
+		c := &cfg.Credentials[i]
+		cr := smtpd.CredentialFromConfig(c)
 		creds[c.Username] = cr
 		us[c.Username] = smtpd.User{Hash: []byte(c.PasswordHash), Cred: cr}
 	}
@@ -599,7 +596,7 @@ func (a *relayApp) reload(path string, f *serveFlags) {
 	if err == nil && a.keyring != nil {
 		// Checked before anything is swapped, so a bad key file keeps
 		// everything as it was.
-		if _, err = api.NewKeyring(keys); err != nil {
+		if err = api.CheckKeys(keys); err != nil {
 			err = fmt.Errorf("api.keys: %w", err)
 		}
 	}
