@@ -1,0 +1,21 @@
+//go:build !(linux && (amd64 || arm64 || riscv64 || loong64 || ppc64le))
+
+package store
+
+import (
+	"os"
+	"sync/atomic"
+)
+
+// dataSyncer flushes files' data to stable storage; elsewhere than Linux
+// on the machines datasync_linux.go knows, with (*os.File).Sync.
+type dataSyncer struct{}
+
+func newDataSyncer() *dataSyncer            { return &dataSyncer{} }
+func (s *dataSyncer) sync(f *os.File) error { return f.Sync() }
+func (s *dataSyncer) close() error          { return nil }
+func (s *dataSyncer) aio() bool             { return false }
+
+var forceBlockingSync atomic.Bool
+
+func aioLayout() [2]uintptr { return [2]uintptr{} }
