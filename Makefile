@@ -55,7 +55,7 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 	@if [ -f ../shared/bench/redirector-vs-nginx.sh ]; then \
-	  bash redirector/bench/wrk.sh 8 64; \
+	  BREAKDOWN=1 bash redirector/bench/wrk.sh 8 64; \
 	else echo "bench: ../shared is absent; redirector vs nginx not run"; fi
 
 clean:
