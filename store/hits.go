@@ -80,6 +80,7 @@ func (r *Relay) IngestHits(ctx context.Context, hits []Hit) error {
 		// Hits come in bursts per message: read each copy once.
 		copies := map[uint64]*Copy{}
 		hb := tx.Bucket([]byte(bucketHits))
+		hb.FillPercent = appendFill
 		ub := tx.Bucket([]byte(bucketHitUniq))
 		nb := tx.Bucket([]byte(bucketHitCounts))
 		cb := tx.Bucket([]byte(bucketCopies))
