@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	bolt "go.etcd.io/bbolt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -154,5 +155,43 @@ func TestDeleteHitsBefore(t *testing.T) {
 	}
 	if after, _ := r.HitCounts("shop"); after != before {
 		t.Errorf("counts changed: %+v -> %+v", before, after)
+	}
+}
+
+// Hits arrive with ascending ids and their click events with ascending
+// times: the pages holding them are packed, not left half empty as bbolt
+// leaves pages split by ascending inserts by default.
+func TestHitPagesPacked(t *testing.T) {
+	r, c := testRelayWithCopy(t, "anna@example.org")
+	ctx := context.Background()
+	start := time.Now().UTC()
+	var ids IDGen
+	for b := 0; b < 20; b++ {
+		hits := make([]Hit, 1000)
+		for i := range hits {
+			hits[i] = Hit{ID: FormatID(ids.Next()) + "aaaaaaaa", Time: start.Add(time.Duration(b*1000+i) * time.Millisecond), Kind: "click",
+				MessageID: c.ID, Position: uint32(i % 7), URL: "https://shop.example/products/shoes?color=red", IP: "192.0.2.1", UserAgent: "Mozilla/5.0 (X11; Linux x86_64)"}
+		}
+		if err := r.IngestHits(ctx, hits); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := r.db.View(func(tx *bolt.Tx) error {
+		for _, b := range []*bolt.Bucket{
+			tx.Bucket([]byte(bucketHits)),
+			tx.Bucket([]byte(bucketEvents)).Bucket([]byte("shop")).Bucket([]byte("log:clicks")),
+		} {
+			if b == nil {
+				t.Fatal("bucket missing")
+			}
+			s := b.Stats()
+			if fill := float64(s.LeafInuse) / float64(s.LeafAlloc); s.KeyN != 20000 || fill < 0.8 {
+				t.Errorf("%d keys, leaf pages %.2f full, want 20000 keys and at least 0.8", s.KeyN, fill)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
