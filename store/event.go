@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -172,21 +173,34 @@ func validEvent(e *Event) error {
 // sanitize returns e with every text made valid UTF-8 (invalid bytes
 // become U+FFFD), as JSON, CSV and the indexes need one spelling.
 func sanitize(e Event) Event {
-	v := func(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
-	e.Account, e.Recipient, e.Key = v(e.Account), v(e.Recipient), v(e.Key)
-	if e.Tags != nil {
-		tags := make([]string, len(e.Tags))
-		for i, t := range e.Tags {
-			tags[i] = v(t)
+	v := func(s string) string {
+		if utf8.ValidString(s) {
+			return s
 		}
-		e.Tags = tags
+		return strings.ToValidUTF8(s, "\uFFFD")
 	}
-	if e.Fields != nil {
-		f := make(map[string]string, len(e.Fields))
-		for k, x := range e.Fields {
-			f[k] = v(x)
+	e.Account, e.Recipient, e.Key = v(e.Account), v(e.Recipient), v(e.Key)
+	// Tags and Fields are copied only when one needs mending: the caller's
+	// slice and map are never changed.
+	for _, t := range e.Tags {
+		if !utf8.ValidString(t) {
+			tags := make([]string, len(e.Tags))
+			for i, t := range e.Tags {
+				tags[i] = v(t)
+			}
+			e.Tags = tags
+			break
 		}
-		e.Fields = f
+	}
+	for _, x := range e.Fields {
+		if !utf8.ValidString(x) {
+			f := make(map[string]string, len(e.Fields))
+			for k, x := range e.Fields {
+				f[k] = v(x)
+			}
+			e.Fields = f
+			break
+		}
 	}
 	return e
 }
@@ -235,6 +249,23 @@ const appendFill = 0.9
 func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 	root := tx.Bucket([]byte(bucketEvents))
 	keys := tx.Bucket([]byte(bucketEventKeys))
+	// A batch's events mostly share an account and a log: look their
+	// buckets up once, and count each day once.
+	var (
+		buckets = map[string]*bolt.Bucket{} // "a\x00account", "l\x00account\x00log", "i\x00account\x00index"
+		days    = map[string]uint64{}       // account "\x00" day "\x00" log
+	)
+	bucket := func(key string, parent *bolt.Bucket, name string) (*bolt.Bucket, error) {
+		if b := buckets[key]; b != nil {
+			return b, nil
+		}
+		b, err := parent.CreateBucketIfNotExists([]byte(name))
+		if err != nil {
+			return nil, err
+		}
+		buckets[key] = b
+		return b, nil
+	}
 	for _, ee := range evs {
 		e := ee.ev
 		var dedup []byte
@@ -244,11 +275,11 @@ func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 				continue
 			}
 		}
-		ab, err := root.CreateBucketIfNotExists([]byte(e.Account))
+		ab, err := bucket("a\x00"+e.Account, root, e.Account)
 		if err != nil {
 			return err
 		}
-		lb, err := ab.CreateBucketIfNotExists([]byte("log:" + e.Log))
+		lb, err := bucket("l\x00"+e.Account+"\x00"+e.Log, ab, "log:"+e.Log)
 		if err != nil {
 			return err
 		}
@@ -266,19 +297,28 @@ func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 				return err
 			}
 		}
-		if err := addIndexes(ab, e, ek); err != nil {
+		if err := addIndexes(e, ek, func(name string) (*bolt.Bucket, error) {
+			return bucket("i\x00"+e.Account+"\x00"+name, ab, name)
+		}); err != nil {
 			return err
 		}
-		days, err := ab.CreateBucketIfNotExists([]byte("days"))
+		days[e.Account+"\x00"+dayOf(e.Time)+"\x00"+e.Log]++
+	}
+	for k, d := range days {
+		account, dk, _ := strings.Cut(k, "\x00")
+		ab, err := bucket("a\x00"+account, root, account)
 		if err != nil {
 			return err
 		}
-		dk := []byte(dayOf(e.Time) + "\x00" + e.Log)
+		db, err := bucket("d\x00"+account, ab, "days")
+		if err != nil {
+			return err
+		}
 		var n uint64
-		if v := days.Get(dk); len(v) == 8 {
+		if v := db.Get([]byte(dk)); len(v) == 8 {
 			n = binary.BigEndian.Uint64(v)
 		}
-		if err := days.Put(dk, binary.BigEndian.AppendUint64(nil, n+1)); err != nil {
+		if err := db.Put([]byte(dk), binary.BigEndian.AppendUint64(nil, n+d)); err != nil {
 			return err
 		}
 	}
@@ -287,32 +327,43 @@ func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 
 // indexKeys returns e's keys in the by-msg, by-rcpt and by-tag buckets.
 func indexKeys(e *Event, ek []byte) map[string][][]byte {
-	suffix := append(append([]byte(nil), ek...), e.Log...)
-	m := map[string][][]byte{
-		"by-msg": {append(idKey(e.ID), suffix...)},
-	}
-	if e.Recipient != "" {
-		m["by-rcpt"] = [][]byte{append([]byte(strings.ToLower(e.Recipient)+"\x00"), suffix...)}
-	}
-	for _, t := range e.Tags {
-		m["by-tag"] = append(m["by-tag"], append([]byte(t+"\x00"), suffix...))
-	}
+	m := map[string][][]byte{}
+	eachIndexKey(e, ek, func(name string, k []byte) error {
+		m[name] = append(m[name], k)
+		return nil
+	})
 	return m
 }
 
-func addIndexes(ab *bolt.Bucket, e *Event, ek []byte) error {
-	for name, ks := range indexKeys(e, ek) {
-		b, err := ab.CreateBucketIfNotExists([]byte(name))
-		if err != nil {
+// eachIndexKey calls fn with e's key in each index: by-msg, by-rcpt (when
+// e has a recipient) and by-tag (one per tag).
+func eachIndexKey(e *Event, ek []byte, fn func(index string, key []byte) error) error {
+	suffix := append(append(make([]byte, 0, len(ek)+len(e.Log)), ek...), e.Log...)
+	if err := fn("by-msg", append(idKey(e.ID), suffix...)); err != nil {
+		return err
+	}
+	if e.Recipient != "" {
+		if err := fn("by-rcpt", append([]byte(strings.ToLower(e.Recipient)+"\x00"), suffix...)); err != nil {
 			return err
 		}
-		for _, k := range ks {
-			if err := b.Put(k, nil); err != nil {
-				return err
-			}
+	}
+	for _, t := range e.Tags {
+		if err := fn("by-tag", append([]byte(t+"\x00"), suffix...)); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// addIndexes puts e's index keys, finding each index bucket with index.
+func addIndexes(e *Event, ek []byte, index func(name string) (*bolt.Bucket, error)) error {
+	return eachIndexKey(e, ek, func(name string, k []byte) error {
+		b, err := index(name)
+		if err != nil {
+			return err
+		}
+		return b.Put(k, nil)
+	})
 }
 
 func decodeEvent(account, log string, v []byte) (Event, error) {

@@ -77,8 +77,11 @@ func (r *Relay) IngestHits(ctx context.Context, hits []Hit) error {
 		vals[i] = appendHitRecord(nil, &hits[i])
 	}
 	return r.update(ctx, func(tx *bolt.Tx) error {
-		// Hits come in bursts per message: read each copy once.
+		// Hits come in bursts per message: read each copy once, and
+		// write each counter once per batch.
 		copies := map[uint64]*Copy{}
+		counts := hitCounters{}
+		var events []Event
 		hb := tx.Bucket([]byte(bucketHits))
 		hb.FillPercent = appendFill
 		ub := tx.Bucket([]byte(bucketHitUniq))
@@ -102,31 +105,32 @@ func (r *Relay) IngestHits(ctx context.Context, hits []Hit) error {
 				copies[h.MessageID] = c
 			}
 			if c == nil {
-				if err := addCount(nb, "", "orphans"); err != nil {
-					return err
-				}
+				counts.add("", "orphans")
 				continue
 			}
 			ev, err := hitEvent(h, c)
 			if err != nil {
 				return err
 			}
-			evs, err := encodeEvents([]Event{ev})
+			events = append(events, ev)
+			if err := countHit(ub, counts, h, c.Account); err != nil {
+				return err
+			}
+		}
+		if len(events) > 0 {
+			evs, err := encodeEvents(events)
 			if err != nil {
 				return err
 			}
 			if err := putEvents(tx, evs); err != nil {
 				return err
 			}
-			if err := countHit(ub, nb, h, c.Account); err != nil {
-				return err
-			}
 		}
-		return nil
+		return counts.write(nb)
 	})
 }
 
-func countHit(ub, nb *bolt.Bucket, h *Hit, account string) error {
+func countHit(ub *bolt.Bucket, counts hitCounters, h *Hit, account string) error {
 	kind := "clicks"
 	key := append([]byte{'c'}, idKey(h.MessageID)...)
 	key = binary.BigEndian.AppendUint32(key, h.Position)
@@ -134,42 +138,46 @@ func countHit(ub, nb *bolt.Bucket, h *Hit, account string) error {
 		kind = "opens"
 		key = append([]byte{'o'}, idKey(h.MessageID)...)
 	}
-	if err := addCount(nb, account, kind); err != nil {
-		return err
-	}
+	counts.add(account, kind)
 	if h.Machine || h.Head {
-		if err := addCount(nb, account, "machine_"+kind); err != nil {
-			return err
-		}
+		counts.add(account, "machine_"+kind)
 	}
 	if ub.Get(key) == nil {
 		if err := ub.Put(key, []byte(h.ID)); err != nil {
 			return err
 		}
-		return addCount(nb, account, "unique_"+kind)
+		counts.add(account, "unique_"+kind)
 	}
 	return nil
 }
 
-func addCount(nb *bolt.Bucket, account, name string) error {
-	k := []byte(account + "\x00" + name)
-	var n uint64
-	if v := nb.Get(k); len(v) == 8 {
-		n = binary.BigEndian.Uint64(v)
+// hitCounters gathers a batch's counter increments, keyed as the counts
+// bucket is ("account\x00name"), so each counter is read and written once.
+type hitCounters map[string]uint64
+
+func (c hitCounters) add(account, name string) { c[account+"\x00"+name]++ }
+
+func (c hitCounters) write(nb *bolt.Bucket) error {
+	for k, d := range c {
+		var n uint64
+		if v := nb.Get([]byte(k)); len(v) == 8 {
+			n = binary.BigEndian.Uint64(v)
+		}
+		if err := nb.Put([]byte(k), binary.BigEndian.AppendUint64(nil, n+d)); err != nil {
+			return err
+		}
 	}
-	return nb.Put(k, binary.BigEndian.AppendUint64(nil, n+1))
+	return nil
 }
 
 // hitEvent makes the clicks or opens event (SPEC §9) for h on copy c.
 func hitEvent(h *Hit, c *Copy) (Event, error) {
-	hdr := map[string]string{}
-	if h.UserAgent != "" {
-		hdr["User-Agent"] = h.UserAgent
-	}
-	if h.Referer != "" {
-		hdr["Referer"] = h.Referer
-	}
-	hj, err := json.Marshal(hdr)
+	// The same JSON as a map of the two headers would give (keys sorted,
+	// absent ones left out), without building and sorting a map.
+	hj, err := json.Marshal(struct {
+		Referer   string `json:"Referer,omitempty"`
+		UserAgent string `json:"User-Agent,omitempty"`
+	}{h.Referer, h.UserAgent})
 	if err != nil {
 		return Event{}, fmt.Errorf("store: hit: %w", err)
 	}

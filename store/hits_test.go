@@ -195,3 +195,30 @@ func TestHitPagesPacked(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkIngestHits stores batches of 1000 click hits on one real copy,
+// as the shipper hands them over: the relay's cost per hit.
+func BenchmarkIngestHits(b *testing.B) {
+	r, err := OpenRelay(filepath.Join(b.TempDir(), "relay.db"), RelayOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	m := &Message{ID: r.NextID(), SpoolPath: "m1", Recipients: []string{"anna@example.org"}, Created: time.Now().UTC(), Remaining: 1}
+	c := &Copy{ID: r.NextID(), MessageID: m.ID, Account: "shop", Recipient: "anna@example.org", Tags: []string{"newsletter"}, State: CopyQueued, Created: m.Created}
+	if err := r.AddMessage(context.Background(), m, []*Copy{c}, nil); err != nil {
+		b.Fatal(err)
+	}
+	var ids IDGen
+	hits := make([]Hit, 1000)
+	b.ResetTimer()
+	for i := 0; i < b.N; i += len(hits) {
+		for k := range hits {
+			hits[k] = Hit{ID: FormatID(ids.Next()) + "aaaaaaaa", Time: time.Now().UTC(), Kind: "click", MessageID: c.ID, Position: uint32(k % 7),
+				URL: "https://shop.example.com/products/shoes?color=red", IP: "192.0.2.1", UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Chrome/120", Protocol: "HTTP/1.1"}
+		}
+		if err := r.IngestHits(context.Background(), hits); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -2,8 +2,9 @@
 # Redirector throughput with durable journaling, against nginx's bare
 # `return 302`, on loopback: builds trackrelay, starts `serve --dev` (the
 # redirector journals every hit with fsync and ships it to the relay's store
-# in-process), takes a tracked link from `trackrelay rewrite`, and runs
-# ../shared/bench/redirector-vs-nginx.sh (wrk; it installs wrk and nginx).
+# in-process), sends a message through the relay and takes a tracked link
+# from the delivered copy, and runs ../shared/bench/redirector-vs-nginx.sh
+# (wrk; it installs wrk and nginx).
 #
 #   redirector/bench/wrk.sh [SECONDS] [CONNECTIONS]
 #
@@ -35,15 +36,28 @@ vs_nginx() { # title url [connections] [host header]
 }
 
 HP=$(port)
-"$W/trackrelay" serve --dev --data "$W/data" --smtp-addr 127.0.0.1:0 --api-addr 127.0.0.1:0 \
+SP=$(port)
+"$W/trackrelay" serve --dev --data "$W/data" --smtp-addr "127.0.0.1:$SP" --api-addr 127.0.0.1:0 \
   --http-addr "127.0.0.1:$HP" --log-level warn 2>"$W/serve.log" &
 TR=$!
 PIDS+=("$TR")
 up "http://127.0.0.1:$HP/healthz"
-URL=$(echo '<a href="https://shop.example.com/products/shoes?color=red">shoes</a>' |
-  "$W/trackrelay" rewrite --html --key-file "$W/data/token.keys" --click-domain "localhost:$HP" 2>/dev/null |
-  grep -o 'http://localhost:[0-9]*/[^"]*' | head -1)
-[ -n "$URL" ] || { echo "redirector bench: no tracked URL from trackrelay rewrite" >&2; exit 1; }
+# A real message through the relay, so that every hit joins a real copy
+# (recipient, account, events and counts), as clicks in production do.
+python3 - "$SP" <<'PY'
+import smtplib, sys
+from email.message import EmailMessage
+m = EmailMessage()
+m["From"], m["To"], m["Subject"] = "shop@example.com", "anna@example.org", "bench"
+m.set_content("shoes")
+m.add_alternative('<html><body><a href="https://shop.example.com/products/shoes?color=red">shoes</a></body></html>', subtype="html", cte="7bit")
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1])) as s:
+    s.login("dev", "dev")
+    s.send_message(m)
+PY
+for _ in $(seq 100); do ls "$W/data/outbox/"*.eml >/dev/null 2>&1 && break; sleep 0.1; done
+URL=$(cat "$W/data/outbox/"*.eml 2>/dev/null | grep -o "http://localhost:$HP/[^\"]*" | head -1)
+[ -n "$URL" ] || { echo "redirector bench: no tracked link in the delivered message" >&2; exit 1; }
 URL=${URL/localhost/127.0.0.1}
 vs_nginx "trackrelay serve, $C connections" "$URL" "$C" "localhost:$HP"
 [ "${BREAKDOWN:-}" = 1 ] || exit 0
