@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -262,5 +264,65 @@ func BenchmarkEventsDay(b *testing.B) {
 			b.Fatalf("%d events in a day", n)
 		}
 		b.ReportMetric(float64(n), "events/op")
+	}
+}
+
+// One AppendEvents call holding events of several accounts, logs and days
+// stores the same as appending them one at a time: putEvents looks each
+// bucket up once per batch and counts each day once.
+func TestAppendEventsBatchEqualsSingles(t *testing.T) {
+	ctx := context.Background()
+	batch, single := openTestRelay(t, ""), openTestRelay(t, "")
+	rng := rand.New(rand.NewPCG(1, 2))
+	base := time.Date(2026, 11, 20, 23, 0, 0, 0, time.UTC)
+	var evs []Event
+	for i := range 300 {
+		acct := []string{"shop", "news", "ops"}[rng.IntN(3)]
+		e := Event{Log: []string{LogClicks, LogOpens}[rng.IntN(2)], Account: acct, ID: uint64(rng.IntN(5) + 1),
+			Time: base.Add(time.Duration(rng.IntN(3*24*60)) * time.Minute), Recipient: fmt.Sprintf("r%d@example.org", rng.IntN(4)),
+			Tags: []string{"t" + strconv.Itoa(rng.IntN(3))}, Key: fmt.Sprintf("k%d", i%280), Fields: map[string]string{"ip": "192.0.2.1"}}
+		evs = append(evs, e)
+	}
+	if err := batch.AppendEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if err := single.AppendEvents(ctx, []Event{e}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, acct := range []string{"shop", "news", "ops"} {
+		d1, err1 := batch.EventDays(acct)
+		d2, err2 := single.EventDays(acct)
+		if err1 != nil || err2 != nil || !slices.Equal(d1, d2) || len(d1) == 0 {
+			t.Fatalf("%s: days %v (%v) batched, %v (%v) one by one", acct, d1, err1, d2, err2)
+		}
+		for id := uint64(1); id <= 5; id++ {
+			n1, n2 := 0, 0
+			for _, err := range batch.EventsByMessage(ctx, acct, id) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				n1++
+			}
+			for range single.EventsByMessage(ctx, acct, id) {
+				n2++
+			}
+			if n1 != n2 {
+				t.Fatalf("%s message %d: %d events batched, %d one by one", acct, id, n1, n2)
+			}
+		}
+		for _, tag := range []string{"t0", "t1", "t2"} {
+			n1, n2 := 0, 0
+			for range batch.EventsByTag(ctx, acct, tag, time.Time{}, time.Time{}) {
+				n1++
+			}
+			for range single.EventsByTag(ctx, acct, tag, time.Time{}, time.Time{}) {
+				n2++
+			}
+			if n1 != n2 || n1 == 0 {
+				t.Fatalf("%s tag %s: %d events batched, %d one by one", acct, tag, n1, n2)
+			}
+		}
 	}
 }
