@@ -194,3 +194,13 @@ func fdatasync(f *os.File) error {
 
 // aioLayout returns the sizes of iocb and ioEvent (tests check them).
 func aioLayout() [2]uintptr { return [2]uintptr{unsafe.Sizeof(iocb{}), unsafe.Sizeof(ioEvent{})} }
+
+// aioAvailable reports whether the kernel lets this process set up AIO.
+func aioAvailable() error {
+	var ctx uint64
+	if _, _, e := unix.Syscall(unix.SYS_IO_SETUP, 1, uintptr(unsafe.Pointer(&ctx)), 0); e != 0 {
+		return fmt.Errorf("io_setup: %w", e)
+	}
+	_, _, _ = unix.Syscall(unix.SYS_IO_DESTROY, uintptr(ctx), 0, 0)
+	return nil
+}

@@ -3,6 +3,7 @@
 package store
 
 import (
+	"errors"
 	"os"
 	"sync/atomic"
 )
@@ -19,3 +20,5 @@ func (s *dataSyncer) aio() bool             { return false }
 var forceBlockingSync atomic.Bool
 
 func aioLayout() [2]uintptr { return [2]uintptr{} }
+
+func aioAvailable() error { return errors.ErrUnsupported }
