@@ -213,10 +213,7 @@ func encodeEvents(events []Event) ([]encodedEvent, error) {
 		if err := validEvent(e); err != nil {
 			return nil, err
 		}
-		v, err := json.Marshal(storedEvent{ID: e.ID, Time: e.Time.UnixNano(), Recipient: e.Recipient, Tags: e.Tags, Fields: e.Fields, Key: e.Key})
-		if err != nil {
-			return nil, fmt.Errorf("store: event: %w", err)
-		}
+		v := appendStoredEvent(nil, &storedEvent{ID: e.ID, Time: e.Time.UnixNano(), Recipient: e.Recipient, Tags: e.Tags, Fields: e.Fields, Key: e.Key})
 		out[i] = encodedEvent{e, v}
 	}
 	return out, nil
