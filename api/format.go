@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/trackrelay/trackrelay/store"
 )
@@ -40,7 +39,7 @@ func appendJSON(b []byte, e *store.Event) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, n)
+		b = store.AppendJSONString(b, n)
 		b = append(b, ':')
 		switch {
 		case n == "tags":
@@ -49,7 +48,7 @@ func appendJSON(b []byte, e *store.Event) []byte {
 				if j > 0 {
 					b = append(b, ',')
 				}
-				b = appendJSONString(b, t)
+				b = store.AppendJSONString(b, t)
 			}
 			b = append(b, ']')
 		case objectFields[n]:
@@ -59,10 +58,10 @@ func appendJSON(b []byte, e *store.Event) []byte {
 			} else if v == "" {
 				b = append(b, "{}"...)
 			} else {
-				b = appendJSONString(b, v)
+				b = store.AppendJSONString(b, v)
 			}
 		default:
-			b = appendJSONString(b, e.Value(n))
+			b = store.AppendJSONString(b, e.Value(n))
 		}
 	}
 	return append(b, '}')
@@ -71,65 +70,10 @@ func appendJSON(b []byte, e *store.Event) []byte {
 // appendEvent writes an event as {"event": "click", "data": {...}}.
 func appendEvent(b []byte, e *store.Event) []byte {
 	b = append(b, `{"event":`...)
-	b = appendJSONString(b, eventNames[e.Log])
+	b = store.AppendJSONString(b, eventNames[e.Log])
 	b = append(b, `,"data":`...)
 	b = appendJSON(b, e)
 	return append(b, '}')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
-// U+FFFD, as encoding/json does; <, > and & are escaped so that the
-// output is safe to embed in HTML.
-func appendJSONString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		start = i
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // parseDay parses a UTC date, YYYY-MM-DD.

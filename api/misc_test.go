@@ -3,7 +3,6 @@ package api
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/trackrelay/trackrelay/config"
 	"github.com/trackrelay/trackrelay/smtpd"
@@ -192,27 +190,6 @@ func FuzzSendRequest(f *testing.F) {
 			if _, got := leaves(t, plan.body); len(got) == 0 {
 				t.Fatal("no leaves")
 			}
-		}
-	})
-}
-
-func FuzzAppendJSONString(f *testing.F) {
-	for _, s := range []string{"", "plain", "quo\"te\\", "<script>&", "\x00\x1f\x7f", "\xff\xfe", "Grüße \u2028\u2029 😀", "a\r\nb\tc"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		b := appendJSONString(nil, s)
-		var got string
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatalf("%q -> %s: %v", s, b, err)
-		}
-		if utf8.ValidString(s) && got != s {
-			t.Fatalf("%q round-trips to %q", s, got)
-		}
-		// encoding/json agrees byte for byte.
-		std, _ := json.Marshal(s)
-		if string(std) != string(b) {
-			t.Fatalf("%q: %s, encoding/json: %s", s, b, std)
 		}
 	})
 }

@@ -311,11 +311,7 @@ func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 		if err != nil {
 			return err
 		}
-		var n uint64
-		if v := db.Get([]byte(dk)); len(v) == 8 {
-			n = binary.BigEndian.Uint64(v)
-		}
-		if err := db.Put([]byte(dk), binary.BigEndian.AppendUint64(nil, n+d)); err != nil {
+		if err := addCounter(db, []byte(dk), d); err != nil {
 			return err
 		}
 	}

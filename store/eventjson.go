@@ -17,7 +17,7 @@ func appendStoredEvent(b []byte, e *storedEvent) []byte {
 	b = strconv.AppendInt(b, e.Time, 10)
 	if e.Recipient != "" {
 		b = append(b, `,"r":`...)
-		b = appendJSONString(b, e.Recipient)
+		b = AppendJSONString(b, e.Recipient)
 	}
 	if len(e.Tags) > 0 {
 		b = append(b, `,"g":[`...)
@@ -25,7 +25,7 @@ func appendStoredEvent(b []byte, e *storedEvent) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, t)
+			b = AppendJSONString(b, t)
 		}
 		b = append(b, ']')
 	}
@@ -41,23 +41,24 @@ func appendStoredEvent(b []byte, e *storedEvent) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, k)
+			b = AppendJSONString(b, k)
 			b = append(b, ':')
-			b = appendJSONString(b, e.Fields[k])
+			b = AppendJSONString(b, e.Fields[k])
 		}
 		b = append(b, '}')
 	}
 	if e.Key != "" {
 		b = append(b, `,"k":`...)
-		b = appendJSONString(b, e.Key)
+		b = AppendJSONString(b, e.Key)
 	}
 	return append(b, '}')
 }
 
-// appendJSONString appends s quoted as encoding/json quotes a string with
-// HTML escaping on (its default): <, > and & as \u003c, \u003e and \u0026,
-// U+2028 and U+2029 escaped, invalid UTF-8 as \ufffd.
-func appendJSONString(b []byte, s string) []byte {
+// AppendJSONString appends s quoted as encoding/json quotes a string with
+// HTML escaping on (its default): <, > and & as \u003c, \u003e and \u0026
+// (so the output is safe inside HTML), U+2028 and U+2029 escaped, invalid
+// UTF-8 as \ufffd. The REST API writes its event logs with it too.
+func AppendJSONString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
 	start := 0

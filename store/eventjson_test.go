@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
+	"unicode/utf8"
 )
 
 // appendStoredEvent writes what encoding/json writes, for any strings.
@@ -42,7 +43,7 @@ func TestStoredEventJSONEmpty(t *testing.T) {
 func TestJSONStringExhaustive(t *testing.T) {
 	check := func(s string) {
 		want, _ := json.Marshal(s)
-		if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
+		if got := AppendJSONString(nil, s); !bytes.Equal(got, want) {
 			t.Fatalf("%q: got %s, want %s", s, got, want)
 		}
 	}
@@ -53,4 +54,25 @@ func TestJSONStringExhaustive(t *testing.T) {
 	for r := rune(0); r <= 0x10FFFF; r++ {
 		check(string(r))
 	}
+}
+
+// AppendJSONString's output reads back as s (mended) and equals
+// encoding/json's.
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{"", "plain", "quo\"te\\", "<script>&", "\x00\x1f\x7f", "\xff\xfe", "Grüße \u2028\u2029 😀", "a\r\nb\tc"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b := AppendJSONString(nil, s)
+		var got string
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%q -> %s: %v", s, b, err)
+		}
+		if utf8.ValidString(s) && got != s {
+			t.Fatalf("%q round-trips to %q", s, got)
+		}
+		if std, _ := json.Marshal(s); !bytes.Equal(std, b) {
+			t.Fatalf("%q: %s, encoding/json: %s", s, b, std)
+		}
+	})
 }

@@ -159,15 +159,21 @@ func (c hitCounters) add(account, name string) { c[account+"\x00"+name]++ }
 
 func (c hitCounters) write(nb *bolt.Bucket) error {
 	for k, d := range c {
-		var n uint64
-		if v := nb.Get([]byte(k)); len(v) == 8 {
-			n = binary.BigEndian.Uint64(v)
-		}
-		if err := nb.Put([]byte(k), binary.BigEndian.AppendUint64(nil, n+d)); err != nil {
+		if err := addCounter(nb, []byte(k), d); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// addCounter adds d to the 8-byte big-endian counter at key in b (absent
+// counts as 0).
+func addCounter(b *bolt.Bucket, key []byte, d uint64) error {
+	var n uint64
+	if v := b.Get(key); len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
+	}
+	return b.Put(key, binary.BigEndian.AppendUint64(nil, n+d))
 }
 
 // hitEvent makes the clicks or opens event (SPEC §9) for h on copy c.
