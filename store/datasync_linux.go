@@ -33,7 +33,7 @@ import (
 // iocb is the kernel's struct iocb on little-endian machines (the build
 // constraint): aio_key comes before aio_rw_flags there.
 type iocb struct {
-	_      uint64 // aio_data
+	data   uint64 // aio_data, returned in the completion
 	_      uint32 // aio_key
 	_      int32  // aio_rw_flags
 	opcode uint16
@@ -65,6 +65,7 @@ type dataSyncer struct {
 	ev       *os.File // eventfd the kernel signals completions on
 	efd      int      // ev's descriptor (ev.Fd would make it blocking)
 	blocking atomic.Bool
+	seq      uint64 // the last flush submitted (its aio_data)
 }
 
 func newDataSyncer() *dataSyncer {
@@ -93,67 +94,94 @@ func newDataSyncer() *dataSyncer {
 var forceBlockingSync atomic.Bool
 
 // sync flushes f's data, as fdatasync(2) does.
+//
+// Once a flush is submitted, sync does not return before the kernel has
+// reported on it: a completion left behind would be taken for the next
+// flush's. If AIO misbehaves after a submit (an error from io_getevents
+// other than EINTR), sync stops using AIO for good and runs fdatasync,
+// which covers everything written so far whatever became of the AIO flush;
+// io_destroy at close waits for that one.
 func (s *dataSyncer) sync(f *os.File) error {
 	if s.blocking.Load() {
 		return fdatasync(f)
 	}
-	cb := iocb{opcode: iocbCmdFdsync, fildes: uint32(f.Fd()), flags: iocbFlagResfd, resfd: uint32(s.efd)}
+	s.seq++
+	cb := iocb{data: s.seq, opcode: iocbCmdFdsync, fildes: uint32(f.Fd()), flags: iocbFlagResfd, resfd: uint32(s.efd)}
 	cbs := [1]*iocb{&cb}
-	for {
+	for tries := 0; ; tries++ {
 		n, _, e := unix.Syscall(unix.SYS_IO_SUBMIT, uintptr(s.ctx), 1, uintptr(unsafe.Pointer(&cbs[0])))
-		if e == unix.EINTR || e == unix.EAGAIN {
+		if e == 0 && n == 1 {
+			break
+		}
+		switch {
+		case e == unix.EINTR || e == unix.EAGAIN && tries < 3:
 			continue
-		}
-		if e == unix.EBADF {
+		case e == unix.EBADF:
 			return fmt.Errorf("io_submit: %w", e)
+		case e == unix.EAGAIN:
+			// Out of AIO resources for now: flush the plain way.
+			return fdatasync(f)
 		}
-		if e != 0 || n != 1 {
-			// Nothing was submitted. EINVAL is a kernel without
-			// IOCB_CMD_FDSYNC or a file that cannot be flushed;
-			// anything else, AIO refused. If fdatasync works, AIO is
-			// what failed: use fdatasync from now on.
-			if err := fdatasync(f); err != nil {
-				return err
-			}
-			s.blocking.Store(true)
-			return nil
+		// Nothing was submitted. EINVAL is a kernel without
+		// IOCB_CMD_FDSYNC or a file that cannot be flushed; anything
+		// else, AIO refused. If fdatasync works, AIO is what failed:
+		// use fdatasync from now on.
+		if err := fdatasync(f); err != nil {
+			return err
 		}
-		break
+		s.blocking.Store(true)
+		return nil
 	}
 	var (
-		ev   [1]ioEvent
+		evs  [8]ioEvent
 		zero unix.Timespec
 		cnt  [8]byte
 	)
-	for {
-		// The eventfd turns readable when the flush completes; until
-		// then this goroutine is parked in the poller.
-		if _, err := s.ev.Read(cnt[:]); err != nil {
-			// The flush was submitted and cannot be taken back:
-			// wait for it where it is, without the poller.
-			return s.wait(&ev)
+	// collect takes completions off the ring (blocking until one comes
+	// when wait is set), and says whether this flush's was among them.
+	collect := func(wait bool) (mine bool, err error) {
+		timeout := uintptr(unsafe.Pointer(&zero))
+		if wait {
+			timeout = 0 // no timeout
 		}
-		n, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, uintptr(s.ctx), 1, 1,
-			uintptr(unsafe.Pointer(&ev[0])), uintptr(unsafe.Pointer(&zero)), 0)
-		if e == 0 && n == 1 {
-			return eventErr(&ev[0])
-		}
-		if e != 0 && e != unix.EINTR {
-			return fmt.Errorf("io_getevents: %w", e)
+		for {
+			n, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, uintptr(s.ctx), 1, uintptr(len(evs)), uintptr(unsafe.Pointer(&evs[0])), timeout, 0)
+			if e == unix.EINTR {
+				continue
+			}
+			if e != 0 {
+				return false, fmt.Errorf("io_getevents: %w", e)
+			}
+			for i := range int(n) {
+				if evs[i].data == s.seq {
+					return true, eventErr(&evs[i])
+				}
+			}
+			// An older flush's completion is dropped. Stop once the
+			// ring is drained (or, waiting, once something came).
+			if wait && n > 0 || int(n) < len(evs) {
+				return false, nil
+			}
 		}
 	}
-}
-
-// wait blocks in io_getevents until the one submitted flush completes.
-func (s *dataSyncer) wait(ev *[1]ioEvent) error {
+	poller := true
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, uintptr(s.ctx), 1, 1,
-			uintptr(unsafe.Pointer(&ev[0])), 0, 0)
-		if e == 0 && n == 1 {
-			return eventErr(&ev[0])
+		mine, err := collect(!poller)
+		if mine {
+			return err
 		}
-		if e != 0 && e != unix.EINTR {
-			return fmt.Errorf("io_getevents: %w", e)
+		if err != nil {
+			s.blocking.Store(true)
+			return fdatasync(f)
+		}
+		if poller {
+			// The eventfd counts completions, posted to the ring
+			// before they are counted; until this flush's, this
+			// goroutine is parked in the poller. Each count read is
+			// followed by draining the ring, so none is lost.
+			if _, err := s.ev.Read(cnt[:]); err != nil {
+				poller = false // wait in io_getevents instead
+			}
 		}
 	}
 }
@@ -182,15 +210,6 @@ func (s *dataSyncer) close() error {
 
 // aio says whether s flushes through AIO.
 func (s *dataSyncer) aio() bool { return !s.blocking.Load() }
-
-func fdatasync(f *os.File) error {
-	for {
-		err := unix.Fdatasync(int(f.Fd()))
-		if err != unix.EINTR {
-			return err
-		}
-	}
-}
 
 // aioLayout returns the sizes of iocb and ioEvent (tests check them).
 func aioLayout() [2]uintptr { return [2]uintptr{unsafe.Sizeof(iocb{}), unsafe.Sizeof(ioEvent{})} }

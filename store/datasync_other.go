@@ -9,11 +9,12 @@ import (
 )
 
 // dataSyncer flushes files' data to stable storage; elsewhere than Linux
-// on the machines datasync_linux.go knows, with (*os.File).Sync.
+// on the machines datasync_linux.go knows, with fdatasync(2) on Linux
+// and fsync elsewhere.
 type dataSyncer struct{}
 
 func newDataSyncer() *dataSyncer            { return &dataSyncer{} }
-func (s *dataSyncer) sync(f *os.File) error { return f.Sync() }
+func (s *dataSyncer) sync(f *os.File) error { return fdatasync(f) }
 func (s *dataSyncer) close() error          { return nil }
 func (s *dataSyncer) aio() bool             { return false }
 
