@@ -237,7 +237,8 @@ func timeKey(t time.Time) []byte {
 func dayOf(t time.Time) string { return t.UTC().Format(time.DateOnly) }
 
 // appendFill is how full bbolt packs a page it splits in buckets whose
-// keys arrive in (nearly) ascending order: hits by id, events by time.
+// keys arrive in (nearly) ascending order: hits by id, events by time, and
+// the events' dedup keys (account, log, then an id that grows: a hit's).
 // bbolt's default, half, suits random keys; with ascending ones it leaves
 // every page half empty, so the file and each commit's writes double.
 // Slightly under full leaves room for the few keys that come late.
@@ -246,6 +247,7 @@ const appendFill = 0.9
 func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 	root := tx.Bucket([]byte(bucketEvents))
 	keys := tx.Bucket([]byte(bucketEventKeys))
+	keys.FillPercent = appendFill // account, log, then a hit id: ascending per log
 	// A batch's events mostly share an account and a log: look their
 	// buckets up once, and count each day once.
 	var (

@@ -179,6 +179,7 @@ func TestHitPagesPacked(t *testing.T) {
 	err := r.db.View(func(tx *bolt.Tx) error {
 		for _, b := range []*bolt.Bucket{
 			tx.Bucket([]byte(bucketHits)),
+			tx.Bucket([]byte(bucketEventKeys)),
 			tx.Bucket([]byte(bucketEvents)).Bucket([]byte("shop")).Bucket([]byte("log:clicks")),
 		} {
 			if b == nil {
