@@ -28,9 +28,9 @@ import (
 // Limits on a send request's fields.
 const (
 	MaxRecipients  = 1000
-	MaxTags        = 20
-	MaxTagLen      = 100
-	MaxAddressLen  = 320 // local part 64 + @ + domain 255
+	MaxTags        = trmime.MaxTags   // as in the X-SMTPeter-Tags header
+	MaxTagLen      = trmime.MaxTagLen // bytes
+	MaxAddressLen  = 320              // local part 64 + @ + domain 255
 	MaxSubjectLen  = 998
 	MaxAttachments = 100
 )

@@ -178,61 +178,42 @@ func FuzzQPWriter(f *testing.F) {
 // TestWordTests holds the word-at-a-time tests to the octet-wise one, for
 // every octet in every position among the octets around the limits.
 func TestWordTests(t *testing.T) {
-	plain := func(b byte) bool { return b >= 0x20 && b < 0x7f }
+	tests := []struct {
+		name  string
+		octet func(byte) bool   // the octet-wise test
+		word  func(uint64) bool // the word-at-a-time one: all eight pass
+	}{
+		{"ascii8", func(b byte) bool { return b >= 0x20 && b < 0x7f }, ascii8},
+		{"ctlBits == 0", func(b byte) bool { return b >= 0x20 && b != 0x7f }, func(x uint64) bool { return ctlBits(x) == 0 }},
+	}
 	edge := []byte{0, 1, 0x1f, 0x20, 0x21, 0x3c, 0x3d, 0x3e, 0x7e, 0x7f, 0x80, 0xff, 'a'}
-	var w [8]byte
-	for c := range 256 {
-		for _, e := range edge {
-			for pos := range 8 {
-				for i := range w {
-					w[i] = e
-				}
-				w[pos] = byte(c)
-				want := true
-				for _, b := range w {
-					want = want && plain(b)
-				}
-				if got := ascii8(binary.LittleEndian.Uint64(w[:])); got != want {
-					t.Fatalf("ascii8(%q) = %v", w, got)
+	for _, tc := range tests {
+		check := func(w [8]byte) {
+			t.Helper()
+			want := true
+			for _, b := range w {
+				want = want && tc.octet(b)
+			}
+			if got := tc.word(binary.LittleEndian.Uint64(w[:])); got != want {
+				t.Fatalf("%s(%q) is %v", tc.name, w, got)
+			}
+		}
+		var w [8]byte
+		for c := range 256 {
+			for _, e := range edge {
+				for pos := range 8 {
+					for i := range w {
+						w[i] = e
+					}
+					w[pos] = byte(c)
+					check(w)
 				}
 			}
 		}
-	}
-	noCtl := func(b byte) bool { return b >= 0x20 && b != 0x7f }
-	for c := range 256 {
-		for _, e := range edge {
-			for pos := range 8 {
-				for i := range w {
-					w[i] = e
-				}
-				w[pos] = byte(c)
-				want := true
-				for _, b := range w {
-					want = want && noCtl(b)
-				}
-				if got := ctlBits(binary.LittleEndian.Uint64(w[:])) == 0; got != want {
-					t.Fatalf("ctlBits(%q) == 0 is %v", w, got)
-				}
-			}
-		}
-	}
-	rng := rand.New(rand.NewPCG(3, 4))
-	for range 1 << 20 {
-		x := rng.Uint64()
-		binary.LittleEndian.PutUint64(w[:], x)
-		want := true
-		for _, b := range w {
-			want = want && plain(b)
-		}
-		if ascii8(x) != want {
-			t.Fatalf("ascii8(%q) = %v", w, !want)
-		}
-		want = true
-		for _, b := range w {
-			want = want && noCtl(b)
-		}
-		if (ctlBits(x) == 0) != want {
-			t.Fatalf("ctlBits(%q) == 0 is %v", w, !want)
+		rng := rand.New(rand.NewPCG(3, 4))
+		for range 1 << 20 {
+			binary.LittleEndian.PutUint64(w[:], rng.Uint64())
+			check(w)
 		}
 	}
 }

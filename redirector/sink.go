@@ -71,17 +71,9 @@ func CheckedSink(sink Sink) Sink {
 			index = append(index, i)
 		}
 		if len(valid) > 0 {
-			if err := sink.Ingest(ctx, valid); err != nil {
-				var re *RejectedError
-				if !errors.As(err, &re) {
-					return err
-				}
-				for _, r := range re.Rejected {
-					if r.Index >= 0 && r.Index < len(index) {
-						r.Index = index[r.Index]
-					}
-					rej = append(rej, r)
-				}
+			var err error
+			if rej, err = mergeRejected(rej, sink.Ingest(ctx, valid), index); err != nil {
+				return err
 			}
 		}
 		if len(rej) > 0 {
@@ -221,19 +213,11 @@ func IngestHandler(sink Sink, secret string, log *slog.Logger) http.Handler {
 			hits = append(hits, h)
 			index = append(index, i)
 		}
-		if err := CheckedSink(sink).Ingest(r.Context(), hits); err != nil {
-			var re *RejectedError
-			if !errors.As(err, &re) {
-				log.Error("ingest failed", "err", err, "hits", len(hits))
-				plain(w, http.StatusServiceUnavailable, "503 could not store the batch\n")
-				return
-			}
-			for _, x := range re.Rejected {
-				if x.Index >= 0 && x.Index < len(index) {
-					x.Index = index[x.Index]
-				}
-				rej = append(rej, x)
-			}
+		rej, err := mergeRejected(rej, CheckedSink(sink).Ingest(r.Context(), hits), index)
+		if err != nil {
+			log.Error("ingest failed", "err", err, "hits", len(hits))
+			plain(w, http.StatusServiceUnavailable, "503 could not store the batch\n")
+			return
 		}
 		if len(rej) > 0 {
 			log.Warn("ingest rejected hits", "rejected", len(rej), "hits", len(b.Hits), "first_id", rej[0].ID, "first_reason", rej[0].Reason)
@@ -241,6 +225,27 @@ func IngestHandler(sink Sink, secret string, log *slog.Logger) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(ingestAnswer{Accepted: len(b.Hits) - len(rej), Rejected: rej})
 	})
+}
+
+// mergeRejected takes the outcome err of ingesting a sub-batch: nil, a
+// *RejectedError, or a failure, which it returns. It appends the rejected
+// hits to rej with their index mapped back through index (sub-batch
+// position -> position in the whole batch).
+func mergeRejected(rej []Rejection, err error, index []int) ([]Rejection, error) {
+	if err == nil {
+		return rej, nil
+	}
+	var re *RejectedError
+	if !errors.As(err, &re) {
+		return rej, err
+	}
+	for _, r := range re.Rejected {
+		if r.Index >= 0 && r.Index < len(index) {
+			r.Index = index[r.Index]
+		}
+		rej = append(rej, r)
+	}
+	return rej, nil
 }
 
 // clip cuts s to at most n bytes of valid UTF-8, for echoing untrusted

@@ -46,16 +46,24 @@ func syncWithin(t *testing.T, s *dataSyncer, f *os.File, d time.Duration) error 
 	}
 }
 
-// A context whose slots are all taken makes sync flush the plain way,
-// promptly, instead of retrying io_submit forever.
-func TestDataSyncContextFull(t *testing.T) {
+// aioFile returns an AIO syncer and a new file to flush (skipping where
+// the kernel refuses AIO).
+func aioFile(t *testing.T) (*dataSyncer, *os.File) {
+	t.Helper()
 	skipWithoutAIO(t)
 	s := newSyncer(t, false)
 	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
+	return s, f
+}
+
+// A context whose slots are all taken makes sync flush the plain way,
+// promptly, instead of retrying io_submit forever.
+func TestDataSyncContextFull(t *testing.T) {
+	s, f := aioFile(t)
 	n := 0
 	for submitStray(t, s, f, false) {
 		n++
@@ -71,13 +79,7 @@ func TestDataSyncContextFull(t *testing.T) {
 // Completions of other flushes, and the eventfd counts they leave, are not
 // taken for this flush's: each sync returns on its own completion.
 func TestDataSyncStrayCompletions(t *testing.T) {
-	skipWithoutAIO(t)
-	s := newSyncer(t, false)
-	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	s, f := aioFile(t)
 	for i := range 20 {
 		if !submitStray(t, s, f, i%2 == 0) {
 			t.Fatal("context full")

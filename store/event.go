@@ -248,23 +248,10 @@ func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 	root := tx.Bucket([]byte(bucketEvents))
 	keys := tx.Bucket([]byte(bucketEventKeys))
 	keys.FillPercent = appendFill // account, log, then a hit id: ascending per log
-	// A batch's events mostly share an account and a log: look their
-	// buckets up once, and count each day once.
-	var (
-		buckets = map[string]*bolt.Bucket{} // "a\x00account", "l\x00account\x00log", "i\x00account\x00index"
-		days    = map[string]uint64{}       // account "\x00" day "\x00" log
-	)
-	bucket := func(key string, parent *bolt.Bucket, name string) (*bolt.Bucket, error) {
-		if b := buckets[key]; b != nil {
-			return b, nil
-		}
-		b, err := parent.CreateBucketIfNotExists([]byte(name))
-		if err != nil {
-			return nil, err
-		}
-		buckets[key] = b
-		return b, nil
-	}
+	// Each day's count is written once per batch. (Bucket lookups need no
+	// such care: in a write transaction bbolt keeps the child buckets it
+	// has opened and hands the same ones back.)
+	days := map[string]uint64{} // account "\x00" day "\x00" log
 	for _, ee := range evs {
 		e := ee.ev
 		var dedup []byte
@@ -274,11 +261,11 @@ func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 				continue
 			}
 		}
-		ab, err := bucket("a\x00"+e.Account, root, e.Account)
+		ab, err := root.CreateBucketIfNotExists([]byte(e.Account))
 		if err != nil {
 			return err
 		}
-		lb, err := bucket("l\x00"+e.Account+"\x00"+e.Log, ab, "log:"+e.Log)
+		lb, err := ab.CreateBucketIfNotExists([]byte("log:" + e.Log))
 		if err != nil {
 			return err
 		}
@@ -296,8 +283,12 @@ func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 				return err
 			}
 		}
-		if err := addIndexes(e, ek, func(name string) (*bolt.Bucket, error) {
-			return bucket("i\x00"+e.Account+"\x00"+name, ab, name)
+		if err := eachIndexKey(e, ek, func(index string, k []byte) error {
+			ib, err := ab.CreateBucketIfNotExists([]byte(index))
+			if err != nil {
+				return err
+			}
+			return ib.Put(k, nil)
 		}); err != nil {
 			return err
 		}
@@ -305,11 +296,7 @@ func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 	}
 	for k, d := range days {
 		account, dk, _ := strings.Cut(k, "\x00")
-		ab, err := bucket("a\x00"+account, root, account)
-		if err != nil {
-			return err
-		}
-		db, err := bucket("d\x00"+account, ab, "days")
+		db, err := root.Bucket([]byte(account)).CreateBucketIfNotExists([]byte("days"))
 		if err != nil {
 			return err
 		}
@@ -318,16 +305,6 @@ func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 		}
 	}
 	return nil
-}
-
-// indexKeys returns e's keys in the by-msg, by-rcpt and by-tag buckets.
-func indexKeys(e *Event, ek []byte) map[string][][]byte {
-	m := map[string][][]byte{}
-	eachIndexKey(e, ek, func(name string, k []byte) error {
-		m[name] = append(m[name], k)
-		return nil
-	})
-	return m
 }
 
 // eachIndexKey calls fn with e's key in each index: by-msg, by-rcpt (when
@@ -348,17 +325,6 @@ func eachIndexKey(e *Event, ek []byte, fn func(index string, key []byte) error) 
 		}
 	}
 	return nil
-}
-
-// addIndexes puts e's index keys, finding each index bucket with index.
-func addIndexes(e *Event, ek []byte, index func(name string) (*bolt.Bucket, error)) error {
-	return eachIndexKey(e, ek, func(name string, k []byte) error {
-		b, err := index(name)
-		if err != nil {
-			return err
-		}
-		return b.Put(k, nil)
-	})
 }
 
 func decodeEvent(account, log string, v []byte) (Event, error) {
@@ -611,14 +577,13 @@ func (r *Relay) DeleteEventsBefore(ctx context.Context, cutoff time.Time) (int, 
 					for _, kv := range doomed {
 						e, err := decodeEvent(string(acct), log, kv[1])
 						if err == nil {
-							for name, ks := range indexKeys(&e, kv[0]) {
-								if ib := ab.Bucket([]byte(name)); ib != nil {
-									for _, k := range ks {
-										if err := ib.Delete(k); err != nil {
-											return err
-										}
-									}
+							if err := eachIndexKey(&e, kv[0], func(index string, k []byte) error {
+								if ib := ab.Bucket([]byte(index)); ib != nil {
+									return ib.Delete(k)
 								}
+								return nil
+							}); err != nil {
+								return err
 							}
 							if e.Key != "" {
 								if err := keys.Delete([]byte(string(acct) + "\x00" + log + "\x00" + e.Key)); err != nil {

@@ -93,20 +93,26 @@ func openSeg(path string, i int) (*os.File, error) {
 		return nil, fmt.Errorf("store: hit log: %w", err)
 	}
 	if fi.Size() < logSegSize {
-		zeros := make([]byte, 1<<20)
-		for off := fi.Size(); off < logSegSize; off += int64(len(zeros)) {
-			n := min(int64(len(zeros)), logSegSize-off)
-			if _, err := f.WriteAt(zeros[:n], off); err != nil {
-				f.Close()
-				return nil, fmt.Errorf("store: hit log: preallocate %s: %w", p, err)
-			}
-		}
-		if err := f.Sync(); err != nil {
+		if err := zeroFill(f, fi.Size(), logSegSize); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("store: hit log: %w", err)
+			return nil, fmt.Errorf("store: hit log: preallocate %s: %w", p, err)
 		}
 	}
 	return f, nil
+}
+
+// zeroFill writes zeros over [from, to) of f and fsyncs it (not fdatasync:
+// the size may have grown), so that later writes there overwrite blocks
+// that exist and an fdatasync after them flushes only data.
+func zeroFill(f *os.File, from, to int64) error {
+	zeros := make([]byte, min(1<<20, max(to-from, 0)))
+	for off := from; off < to; off += int64(len(zeros)) {
+		n := min(int64(len(zeros)), to-off)
+		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
 }
 
 // segGen returns the generation in f's header, 0 when it has none (new).

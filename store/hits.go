@@ -309,12 +309,23 @@ func (r *Relay) DeleteHitsBefore(ctx context.Context, cutoff time.Time) (int, er
 	}
 }
 
+// hitIDTime returns the time in a hit id made by a redirector (NewHitID:
+// a FormatID, then the node), and false for any other id.
+func hitIDTime(id []byte) (time.Time, bool) {
+	if len(id) < 16 {
+		return time.Time{}, false
+	}
+	n, err := ParseID(string(id[:16]))
+	if err != nil {
+		return time.Time{}, false
+	}
+	return IDTime(n), true
+}
+
 // hitTime returns when a stored hit was made.
 func hitTime(k, v []byte) time.Time {
-	if len(k) >= 16 {
-		if id, err := ParseID(string(k[:16])); err == nil {
-			return IDTime(id)
-		}
+	if t, ok := hitIDTime(k); ok {
+		return t
 	}
 	var h Hit
 	if decodeHitRecord(v, &h) == nil {

@@ -268,12 +268,17 @@ func (j *Journal) Append(ctx context.Context, h Hit) error {
 	if h.ID == "" || len(h.ID) > 255 {
 		return errors.New("store: journal: hit without a valid id")
 	}
-	val := appendHitRecord(make([]byte, 0, 64+len(h.URL)+len(h.UserAgent)+len(h.Referer)), &h)
-	if len(val) > maxLogBatch/2 {
+	return j.submit(ctx, h.ID, appendHitRecord(make([]byte, 0, 64+len(h.URL)+len(h.UserAgent)+len(h.Referer)), &h))
+}
+
+// submit hands one record to the log writer and waits for its commit, or
+// for ctx to end.
+func (j *Journal) submit(ctx context.Context, id string, val []byte) error {
+	if id == "" || len(id) > 255 || len(val) > maxLogBatch/2 {
 		return errLogRecord
 	}
 	done := j.waiters.Get().(chan error)
-	r := &journalReq{key: []byte(h.ID), val: val, done: done}
+	r := &journalReq{key: []byte(id), val: val, done: done}
 	j.mu.RLock()
 	if j.closed {
 		j.mu.RUnlock()
@@ -656,17 +661,9 @@ func (j *Journal) ensureRoom() error {
 	}
 	defer f.Close()
 	end := (used + preallocChunk + preallocChunk - 1) / preallocChunk * preallocChunk
-	zeros := make([]byte, 1<<20)
 	// Never below used: bbolt may have grown past filesz itself (a commit
 	// larger than the margin), and those pages are live.
-	for off := max(j.filesz, used); off < end; off += int64(len(zeros)) {
-		n := min(int64(len(zeros)), end-off)
-		if _, err := f.WriteAt(zeros[:n], off); err != nil {
-			return fmt.Errorf("store: journal: preallocate: %w", err)
-		}
-	}
-	// fsync, not fdatasync: the size changed.
-	if err := f.Sync(); err != nil {
+	if err := zeroFill(f, max(j.filesz, used), end); err != nil {
 		return fmt.Errorf("store: journal: preallocate: %w", err)
 	}
 	j.filesz = end
@@ -724,18 +721,7 @@ func (j *Journal) Next(max int) (hits []Hit, unreadable []string, err error) {
 // PutRaw stores val under id as it is, through the log. It exists for
 // tests of damaged records; Append is the way to journal a hit.
 func (j *Journal) PutRaw(id string, val []byte) error {
-	if id == "" || len(id) > 255 || len(val) > maxLogBatch/2 {
-		return errLogRecord
-	}
-	r := &journalReq{key: []byte(id), val: val, done: make(chan error, 1)}
-	j.mu.RLock()
-	if j.closed {
-		j.mu.RUnlock()
-		return ErrJournalClosed
-	}
-	j.reqs <- r
-	j.mu.RUnlock()
-	return <-r.done
+	return j.submit(context.Background(), id, val)
 }
 
 // Delete removes the hits with the given ids (shipped and acknowledged).
@@ -849,12 +835,8 @@ func (j *Journal) Oldest() (time.Time, bool) {
 	var t time.Time
 	var ok bool
 	idTime := func(k []byte) {
-		if len(k) >= 16 {
-			if id, err := ParseID(string(k[:16])); err == nil {
-				if tt := IDTime(id); !ok || tt.Before(t) {
-					t, ok = tt, true
-				}
-			}
+		if tt, good := hitIDTime(k); good && (!ok || tt.Before(t)) {
+			t, ok = tt, true
 		}
 	}
 	if j.n.Load() > 0 {
