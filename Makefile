@@ -22,14 +22,22 @@ run: build
 
 test: deps lint unit
 
-# Tools the tests drive: headless Chromium for the browser test. Installed
-# from Debian when missing and the machine allows it (root with apt-get, as
-# on CI); elsewhere the browser test skips and says why.
+# Tools the tests drive, installed from Debian when missing and the machine
+# allows it (root with apt-get, as on CI): headless Chromium (browser tests),
+# PostgreSQL (the store's second backend), pebble (a real ACME server),
+# Postfix (real bounces), dkimpy (an independent DKIM verifier). Elsewhere the
+# tests that need a missing tool skip and say why.
+DEPS_CHECK := chromium:chromium /usr/lib/postgresql/15/bin/initdb:postgresql \
+	pebble:pebble postfix:postfix /usr/bin/dkimverify:python3-dkim
 deps:
-	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  echo "installing chromium for the browser test"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
-	    || echo "could not install chromium; the browser test will skip"; \
+	@missing=""; for pair in $(DEPS_CHECK); do \
+	  tool=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$tool >/dev/null 2>&1 || [ -x "$$tool" ] || [ -x "/usr/bin/$$tool" ] || [ -x "/usr/sbin/$$tool" ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing test tools:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null 2>&1 \
+	    || echo "could not install$$missing; the tests that need them will skip"; \
 	fi
 
 unit:
