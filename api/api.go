@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/trackrelay/trackrelay/smtpd"
+	"github.com/trackrelay/trackrelay/store"
 )
 
 // Defaults for the zero values of Config's limits.
@@ -23,13 +24,14 @@ const (
 	DefaultMaxSends      = 8
 )
 
-// Config is what New needs. Submitter, Events and Keys are required.
+// Config is what New needs. Submitter, Store and Keys are required.
 type Config struct {
 	Submitter smtpd.Submitter
-	Events    EventReader
-	Copies    CopyReader // optional: enables /v1/stats?credential=
-	Keys      KeyChecker
-	Log       *slog.Logger // nil: discard
+	// Store holds the logs, the aggregates and the records the API reads
+	// and changes. Every call is scoped to the caller's account.
+	Store store.DB
+	Keys  KeyChecker
+	Log   *slog.Logger // nil: discard
 
 	// MaxBodyBytes bounds a request body; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
@@ -101,8 +103,8 @@ type server struct {
 // New returns the API's handler. It panics if a required dependency is
 // missing (a programming error, found at startup).
 func New(cfg Config) http.Handler {
-	if cfg.Submitter == nil || cfg.Events == nil || cfg.Keys == nil {
-		panic("api: New needs a Submitter, an EventReader and a KeyChecker")
+	if cfg.Submitter == nil || cfg.Store == nil || cfg.Keys == nil {
+		panic("api: New needs a Submitter, a Store and a KeyChecker")
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
@@ -150,6 +152,12 @@ type Principal struct {
 	// Cred is the credential whose settings and upstream apply to mail
 	// sent through the API, and whose name its events carry.
 	Cred *smtpd.Credential
+	// Operator keys (and operators in the dashboard) speak for every
+	// account: account-scoped calls name one with ?account=NAME.
+	Operator bool
+	KeyID    string
+	// User is the dashboard user acting, "" for an API key.
+	User string
 }
 
 // httpError is an error with the status and the client-safe message it is

@@ -53,16 +53,6 @@ func hashKey(t testing.TB, key string) []byte {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	return newEnvWith(t, func(r *store.Relay) EventReader { return r })
-}
-
-// eventsOnly hides a store's optional interfaces (Rollups): the API then
-// streams every event.
-type eventsOnly struct{ EventReader }
-
-// newEnvWith is newEnv with the API reading events through events(relay).
-func newEnvWith(t testing.TB, events func(*store.Relay) EventReader) *env {
-	t.Helper()
 	dir := t.TempDir()
 	relay, err := store.OpenRelay(filepath.Join(dir, "relay.db"), store.RelayOptions{NoSync: true})
 	if err != nil {
@@ -83,7 +73,7 @@ func newEnvWith(t testing.TB, events func(*store.Relay) EventReader) *env {
 	}
 	e := &env{t: t, relay: relay, spool: spool, now: time.Date(2026, 11, 22, 15, 0, 0, 0, time.UTC)}
 	h := New(Config{
-		Submitter: spool, Events: events(relay), Copies: relay, Keys: kr,
+		Submitter: spool, Store: relay, Keys: kr,
 		MaxBodyBytes: 1 << 20,
 		Now:          func() time.Time { return e.now },
 	})

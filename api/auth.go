@@ -27,12 +27,36 @@ type KeyChecker interface {
 	CheckKey(ctx context.Context, key string) (*Principal, error)
 }
 
-// Key is one API key as the configuration holds it: a bcrypt hash, never
-// the key itself.
+// Key is one API key as the store holds it: a bcrypt hash, never the key
+// itself.
 type Key struct {
+	// ID is the key's record id. Keys made at run time read
+	// "trk_" + ID + "_" + secret, so only their own hash is compared;
+	// keys declared in the config file may be anything and are compared
+	// one by one.
+	ID   string
 	Hash []byte // bcrypt hash of the key
 	// Cred is the account and credential the key speaks for.
 	Cred *smtpd.Credential
+	// Operator keys speak for every account (Cred may then be nil).
+	Operator bool
+}
+
+// KeyPrefix starts every API key made at run time.
+const KeyPrefix = "trk_"
+
+// DeclaredKeyID reports whether a key record id is that of a key
+// declared in the config file ("cfg-" and a digest of its hash).
+func DeclaredKeyID(id string) bool { return id == "" || strings.HasPrefix(id, "cfg-") }
+
+// keyID returns the record id a run-time key names.
+func keyID(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, KeyPrefix)
+	if !ok {
+		return "", false
+	}
+	id, _, ok := strings.Cut(rest, "_")
+	return id, ok && id != ""
 }
 
 // MaxKeyLen bounds an API key: bcrypt reads at most 72 bytes.
@@ -86,7 +110,7 @@ func CheckKeys(keys []Key) error {
 		if _, err := bcrypt.Cost(k.Hash); err != nil {
 			return fmt.Errorf("api: key %d: hash is not bcrypt: %w", i, err)
 		}
-		if k.Cred == nil || k.Cred.Account == "" {
+		if !k.Operator && (k.Cred == nil || k.Cred.Account == "") {
 			return fmt.Errorf("api: key %d: no account", i)
 		}
 	}
@@ -130,7 +154,7 @@ func (kr *Keyring) CheckKey(ctx context.Context, key string) (*Principal, error)
 	_, isBad := kr.bad[sum]
 	kr.mu.Unlock()
 	if ok {
-		return principal(keys[i].Cred), nil
+		return principal(&keys[i]), nil
 	}
 	if isBad {
 		return nil, ErrBadKey
@@ -144,7 +168,13 @@ func (kr *Keyring) CheckKey(ctx context.Context, key string) (*Principal, error)
 	// Compare against every hash, even after a match, so the time taken
 	// does not say which key matched.
 	found := -1
+	id, hasID := keyID(key)
 	for i, k := range keys {
+		// A run-time key is compared with its own record only; any other
+		// text with every declared key (few), all of them.
+		if hasID && k.ID != id || !hasID && !DeclaredKeyID(k.ID) {
+			continue
+		}
 		if bcrypt.CompareHashAndPassword(k.Hash, []byte(key)) == nil {
 			found = subtle.ConstantTimeSelect(subtle.ConstantTimeEq(int32(found), -1), i, found) // the first match
 		}
@@ -167,12 +197,16 @@ func (kr *Keyring) CheckKey(ctx context.Context, key string) (*Principal, error)
 		}
 		kr.good[sum] = found
 	}
-	return principal(keys[found].Cred), nil
+	return principal(&keys[found]), nil
 }
 
-func principal(c *smtpd.Credential) *Principal {
-	cred := *c
-	return &Principal{Account: c.Account, Cred: &cred}
+func principal(k *Key) *Principal {
+	p := &Principal{Operator: k.Operator, KeyID: k.ID}
+	if k.Cred != nil {
+		cred := *k.Cred
+		p.Account, p.Cred = cred.Account, &cred
+	}
+	return p
 }
 
 // bearer returns the request's API key: the Authorization header's Bearer
@@ -210,7 +244,7 @@ func (s *server) authenticate(r *http.Request) (*Principal, error) {
 		return nil, &httpError{status: http.StatusUnauthorized, msg: "invalid API key"}
 	case err != nil:
 		return nil, &httpError{status: http.StatusServiceUnavailable, msg: "cannot check the API key now", err: err}
-	case p == nil || p.Account == "" || p.Cred == nil:
+	case p == nil || !p.Operator && (p.Account == "" || p.Cred == nil):
 		return nil, &httpError{status: http.StatusInternalServerError, msg: "internal error", err: errors.New("key checker returned no account")}
 	}
 	return p, nil

@@ -33,11 +33,10 @@ var (
 )
 
 var (
-	benchOnce   sync.Once
-	benchEnv    *env
-	benchStream *env // the same store, without rollups: every query streams
-	benchDir    string
-	benchErr    error
+	benchOnce sync.Once
+	benchEnv  *env
+	benchDir  string
+	benchErr  error
 )
 
 // bigEnv returns an API over a store with a million click events. It is
@@ -82,9 +81,7 @@ func bigEnv(b *testing.B) *env {
 		}
 		now := func() time.Time { return start.AddDate(0, 0, benchDays) }
 		benchEnv = &env{relay: relay}
-		benchEnv.srv = newTestServer(New(Config{Submitter: failingSubmitter{io.EOF}, Events: relay, Copies: relay, Keys: kr, Now: now}))
-		benchStream = &env{relay: relay}
-		benchStream.srv = newTestServer(New(Config{Submitter: failingSubmitter{io.EOF}, Events: eventsOnly{relay}, Keys: kr, Now: now}))
+		benchEnv.srv = newTestServer(New(Config{Submitter: failingSubmitter{io.EOF}, Store: relay, Keys: kr, Now: now}))
 	})
 	if benchErr != nil {
 		b.Fatal(benchErr)
@@ -97,7 +94,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if benchEnv != nil {
 		benchEnv.srv.Close()
-		benchStream.srv.Close()
 		benchEnv.relay.Close()
 	}
 	if benchDir != "" {
@@ -169,8 +165,8 @@ func BenchmarkScanMonthBaseline(b *testing.B) {
 	}
 }
 
-// BenchmarkMonth asks /v1/links and /v1/stats for the month: streaming
-// every event, and from day rollups (made by the first call, then read).
+// BenchmarkMonth asks /v1/links and /v1/stats for the month, which the
+// aggregates answer.
 func BenchmarkMonth(b *testing.B) {
 	e := bigEnv(b)
 	queries := []struct{ name, path string }{
@@ -179,13 +175,7 @@ func BenchmarkMonth(b *testing.B) {
 		{"stats", "/v1/stats?start=" + benchFrom + "&end=" + benchEnd},
 	}
 	for _, q := range queries {
-		b.Run(q.name+"/stream", func(b *testing.B) {
-			for b.Loop() {
-				fetch(b, benchStream, q.path)
-			}
-		})
-		b.Run(q.name+"/rollups", func(b *testing.B) {
-			fetch(b, e, q.path) // makes and keeps the rollups
+		b.Run(q.name, func(b *testing.B) {
 			for b.Loop() {
 				fetch(b, e, q.path)
 			}

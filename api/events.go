@@ -63,7 +63,7 @@ func (s *server) eventsByID(w http.ResponseWriter, r *http.Request, p *Principal
 	if err != nil {
 		return badRequest("id: want 16 hex digits, as /v1/send answers")
 	}
-	return streamJSON(w, p, s.cfg.Events.EventsByMessage(r.Context(), p.Account, id), nil, appendEvent)
+	return streamJSON(w, p, s.cfg.Store.EventsByMessage(r.Context(), p.Account, id), nil, appendEvent)
 }
 
 func (s *server) eventsByEmail(w http.ResponseWriter, r *http.Request, p *Principal) error {
@@ -75,7 +75,7 @@ func (s *server) eventsByEmail(w http.ResponseWriter, r *http.Request, p *Princi
 	if err != nil {
 		return err
 	}
-	return streamJSON(w, p, s.cfg.Events.EventsByRecipient(r.Context(), p.Account, addr, start, end), nil, appendEvent)
+	return streamJSON(w, p, s.cfg.Store.EventsByRecipient(r.Context(), p.Account, addr, start, end), nil, appendEvent)
 }
 
 func (s *server) eventsByTags(w http.ResponseWriter, r *http.Request, p *Principal) error {
@@ -98,7 +98,7 @@ func (s *server) eventsByTags(w http.ResponseWriter, r *http.Request, p *Princip
 		return err
 	}
 	// The index finds the first tag; the others filter.
-	events := s.cfg.Events.EventsByTag(r.Context(), p.Account, tags[0], start, end)
+	events := s.cfg.Store.EventsByTag(r.Context(), p.Account, tags[0], start, end)
 	return streamJSON(w, p, events, func(e *store.Event) bool { return hasTags(e.Tags, tags[1:]) }, appendEvent)
 }
 

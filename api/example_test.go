@@ -27,7 +27,7 @@ func ExampleNew() {
 	keys, _ := api.NewKeyring([]api.Key{{Hash: hash, Cred: &smtpd.Credential{Username: "shop", Account: "shop"}}})
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", api.New(api.Config{Submitter: spool, Events: relay, Copies: relay, Keys: keys}))
+	mux.Handle("/v1/", api.New(api.Config{Submitter: spool, Store: relay, Keys: keys}))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 

@@ -20,7 +20,14 @@ var eventNames = map[string]string{
 	store.LogFailures:   "failure",
 	store.LogClicks:     "click",
 	store.LogOpens:      "open",
+	store.LogBounces:    "bounce",
+	store.LogResponses:  "response",
+	store.LogComplaints: "complaint",
+	store.LogDMARC:      "dmarc",
 }
+
+// boolFields are written as JSON booleans in JSON answers.
+var boolFields = map[string]bool{"machine": true, "altered": true}
 
 // csvRecord fills rec with e's fields in store.LogFields order.
 func csvRecord(rec []string, e *store.Event) []string {
@@ -60,6 +67,8 @@ func appendJSON(b []byte, e *store.Event) []byte {
 			} else {
 				b = store.AppendJSONString(b, v)
 			}
+		case boolFields[n]:
+			b = append(b, e.Value(n)...) // "true" or "false"
 		default:
 			b = store.AppendJSONString(b, e.Value(n))
 		}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/csv"
 	"iter"
 	"net/http"
@@ -13,7 +14,7 @@ import (
 
 // logDays answers GET /v1/logfiles: the UTC dates with events.
 func (s *server) logDays(w http.ResponseWriter, r *http.Request, p *Principal) error {
-	days, err := s.cfg.Events.EventDays(p.Account)
+	days, err := s.cfg.Store.EventDays(r.Context(), p.Account)
 	if err != nil {
 		return err
 	}
@@ -34,7 +35,7 @@ func (s *server) logDays(w http.ResponseWriter, r *http.Request, p *Principal) e
 func (s *server) logFile(w http.ResponseWriter, r *http.Request, p *Principal) error {
 	file := r.PathValue("file")
 	if day, ok := parseDay(file); ok {
-		return s.logNames(w, p, day)
+		return s.logNames(r.Context(), w, p, day)
 	}
 	if len(file) == len(time.DateOnly) && looksDated(file) {
 		return badRequest("file: %q is not a valid date (YYYY-MM-DD)", clip(file))
@@ -47,8 +48,8 @@ func (s *server) logFileHeader(w http.ResponseWriter, r *http.Request, p *Princi
 }
 
 // logNames lists the log files of one day, in store.Logs order.
-func (s *server) logNames(w http.ResponseWriter, p *Principal, day time.Time) error {
-	days, err := s.cfg.Events.EventDays(p.Account)
+func (s *server) logNames(ctx context.Context, w http.ResponseWriter, p *Principal, day time.Time) error {
+	days, err := s.cfg.Store.EventDays(ctx, p.Account)
 	if err != nil {
 		return err
 	}
@@ -79,9 +80,9 @@ func (s *server) logEvents(r *http.Request, p *Principal) (string, time.Time, it
 			return "", day, nil, badRequest("file: %q has no valid date (YYYY-MM-DD)", clip(file))
 		}
 		return "", day, nil, errorf(http.StatusNotFound,
-			"log file %q: want attempts, deliveries, failures, clicks or opens, then .YYYY-MM-DD.log with a valid date", clip(file))
+			"log file %q: want one of %s, then .YYYY-MM-DD.log with a valid date", clip(file), strings.Join(store.Logs, ", "))
 	}
-	return log, day, s.cfg.Events.Events(r.Context(), p.Account, log, day, day.AddDate(0, 0, 1)), nil
+	return log, day, s.cfg.Store.Events(r.Context(), p.Account, log, day, day.AddDate(0, 0, 1)), nil
 }
 
 // streamCSV writes one day's log as CSV (RFC 4180), one record per event,

@@ -12,70 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trackrelay/trackrelay/config"
 	"github.com/trackrelay/trackrelay/smtpd"
 	"github.com/trackrelay/trackrelay/store"
 )
-
-func TestKeysFromConfig(t *testing.T) {
-	hash := string(hashKey(t, "the-key"))
-	cfg, err := config.Parse(strings.NewReader(`
-[[accounts]]
-name = "shop"
-[[accounts]]
-name = "bare"
-[[upstreams]]
-name = "main"
-folder = "out"
-[[credentials]]
-username = "shop-1"
-password_hash = "` + hash + `"
-account = "shop"
-clicks = true
-click_domain = "t.shop.example"
-[[credentials]]
-username = "shop-2"
-password_hash = "` + hash + `"
-account = "shop"
-[api]
-[[api.keys]]
-account = "shop"
-key_hash = "` + hash + `"
-[[api.keys]]
-account = "bare"
-key_hash = "` + hash + `"
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := KeysFromConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(keys) != 2 {
-		t.Fatalf("%d keys", len(keys))
-	}
-	if c := keys[0].Cred; c.Username != "shop-1" || c.Account != "shop" || !c.Clicks || c.ClickDomain != "t.shop.example" || c.Upstream != "main" {
-		t.Fatalf("shop's key: %+v", c)
-	}
-	if c := keys[1].Cred; c.Username != "api:bare" || c.Account != "bare" || c.Clicks || c.Upstream != "main" {
-		t.Fatalf("bare's key: %+v", c)
-	}
-	kr, err := NewKeyring(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Two keys with the same secret: the first (in file order) wins,
-	// always the same one.
-	for range 3 {
-		if p, err := kr.CheckKey(context.Background(), "the-key"); err != nil || p.Account != "shop" {
-			t.Fatalf("CheckKey: %+v, %v", p, err)
-		}
-	}
-	if _, err := KeysFromConfig(&config.Config{API: config.API{Keys: []config.APIKey{{Account: "x"}}}}); err == nil {
-		t.Fatal("a key without a hash was accepted")
-	}
-}
 
 // blockingSubmitter waits for its context: a stuck spool.
 type blockingSubmitter struct{}
@@ -90,7 +29,7 @@ func TestTimeout(t *testing.T) {
 	e := newEnv(t)
 	kr, _ := NewKeyring([]Key{{Hash: hashKey(t, keyShop), Cred: &smtpd.Credential{Username: "u", Account: "shop"}}})
 	e.srv.Close()
-	e.srv = newTestServer(New(Config{Submitter: blockingSubmitter{}, Events: e.relay, Keys: kr, Timeout: 100 * time.Millisecond}))
+	e.srv = newTestServer(New(Config{Submitter: blockingSubmitter{}, Store: e.relay, Keys: kr, Timeout: 100 * time.Millisecond}))
 	defer e.srv.Close()
 	start := time.Now()
 	st, body := e.send(keyShop, map[string]any{"from": "a@b.example", "to": "c@d.example", "text": "t"})
@@ -117,7 +56,7 @@ func TestSendSlots(t *testing.T) {
 	kr, _ := NewKeyring([]Key{{Hash: hashKey(t, keyShop), Cred: &smtpd.Credential{Username: "u", Account: "shop"}}})
 	e.srv.Close()
 	release := make(chan struct{})
-	e.srv = newTestServer(New(Config{Submitter: stuckSubmitter{release}, Events: e.relay, Keys: kr, Timeout: 300 * time.Millisecond, MaxSends: 1}))
+	e.srv = newTestServer(New(Config{Submitter: stuckSubmitter{release}, Store: e.relay, Keys: kr, Timeout: 300 * time.Millisecond, MaxSends: 1}))
 	defer e.srv.Close()
 	req := map[string]any{"from": "a@b.example", "to": "c@d.example", "text": "t"}
 	type answer struct {
@@ -222,7 +161,7 @@ func TestSendSlowBody(t *testing.T) {
 		{Hash: hashKey(t, keyOther), Cred: &smtpd.Credential{Username: "o", Account: "other"}},
 	})
 	e.srv.Close()
-	e.srv = newTestServer(New(Config{Submitter: e.spool, Events: e.relay, Keys: kr, Timeout: 500 * time.Millisecond, MaxSends: 2}))
+	e.srv = newTestServer(New(Config{Submitter: e.spool, Store: e.relay, Keys: kr, Timeout: 500 * time.Millisecond, MaxSends: 2}))
 	defer e.srv.Close()
 	addr := strings.TrimPrefix(e.srv.URL, "http://")
 	// shop opens two sends and never finishes a body: it may hold one slot.

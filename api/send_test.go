@@ -30,11 +30,11 @@ func (e *env) spooled(id string) ([]byte, *store.Copy) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	c, err := e.relay.Copy(cid)
+	c, err := e.relay.Copy(context.Background(), cid)
 	if err != nil {
 		e.t.Fatalf("copy %s: %v", id, err)
 	}
-	m, err := e.relay.Message(c.MessageID)
+	m, err := e.relay.Message(context.Background(), c.MessageID)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func TestSendRejects(t *testing.T) {
 		wantError(t, st, body, 415, "application/json")
 	})
 	// Nothing of the refused requests reached the store.
-	days, err := e.relay.EventDays("shop")
+	days, err := e.relay.EventDays(context.Background(), "shop")
 	if err != nil || len(days) != 0 {
 		t.Fatalf("refused sends left events: %v, %v", days, err)
 	}
@@ -344,7 +344,7 @@ func TestSendErrorMapping(t *testing.T) {
 		t.Run(tc.err.Error(), func(t *testing.T) {
 			e := newEnv(t)
 			kr, _ := NewKeyring([]Key{{Hash: hashKey(t, keyShop), Cred: &smtpd.Credential{Username: "u", Account: "shop"}}})
-			srv := httptest.NewServer(New(Config{Submitter: failingSubmitter{tc.err}, Events: e.relay, Keys: kr}))
+			srv := httptest.NewServer(New(Config{Submitter: failingSubmitter{tc.err}, Store: e.relay, Keys: kr}))
 			defer srv.Close()
 			e.srv = srv
 			st, body := e.send(keyShop, map[string]any{"from": "a@b.example", "to": "c@d.example", "text": "t"})

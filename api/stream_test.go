@@ -63,7 +63,7 @@ func TestStalledClient(t *testing.T) {
 	}
 	logs := &recordLog{}
 	kr, _ := NewKeyring([]Key{{Hash: hashKey(t, keyShop), Cred: &smtpd.Credential{Username: "u", Account: "shop"}}})
-	short := newTestServer(New(Config{Submitter: e.spool, Events: e.relay, Keys: kr, Log: slog.New(logs), Timeout: 300 * time.Millisecond}))
+	short := newTestServer(New(Config{Submitter: e.spool, Store: e.relay, Keys: kr, Log: slog.New(logs), Timeout: 300 * time.Millisecond}))
 	defer short.Close()
 	path := "/v1/logfiles/clicks.2026-11-21.log"
 

@@ -16,6 +16,11 @@ type Config struct {
 	// OnEdit, when set, is told of every change in output order. Tests use
 	// it to undo the rewrite and check that nothing else changed.
 	OnEdit func(Edit)
+	// OnLink, when set, is told of every tracked URL: its position, its
+	// kind, and the original URL (scheme, host and port as the token
+	// holds them, then the path, query and fragment as written). Delivery
+	// records a message's links with it once.
+	OnLink func(pos uint32, kind Kind, url string)
 }
 
 // Edit describes one change the rewriter made: at output offset Off it

@@ -14,6 +14,31 @@ type target struct {
 	rest  string // path, query and fragment exactly as written
 }
 
+// original is the URL tg was parsed from, as the redirector rebuilds it
+// from the token: scheme, host (IPv6 in brackets), port when written, and
+// the rest as written.
+func (tg target) original() string {
+	var b strings.Builder
+	if tg.https {
+		b.WriteString("https://")
+	} else {
+		b.WriteString("http://")
+	}
+	if strings.IndexByte(tg.host, ':') >= 0 {
+		b.WriteByte('[')
+		b.WriteString(tg.host)
+		b.WriteByte(']')
+	} else {
+		b.WriteString(tg.host)
+	}
+	if tg.port != 0 {
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(int(tg.port)))
+	}
+	b.WriteString(tg.rest)
+	return b.String()
+}
+
 // placeholders are the template markers of the ESPs and template engines
 // people move from (Handlebars, Liquid, Jinja, Mailchimp merge tags,
 // Salesforce/ExactTarget, Twig, ERB, JSP, ...). A URL holding one is
@@ -270,6 +295,9 @@ func (t *Tracker) isClickDomain(auth, host string) bool {
 // position. The result is valid until the next call that builds a URL.
 func (t *Tracker) trackedURL(tg target, kind Kind) []byte {
 	tok := Token{Kind: kind, MessageID: t.cfg.MessageID, Position: t.pos, HTTPS: tg.https, Host: tg.host, Port: tg.port}
+	if t.cfg.OnLink != nil {
+		t.cfg.OnLink(t.pos, kind, tg.original())
+	}
 	t.pos++
 	if kind == KindClick {
 		t.stats.Links++

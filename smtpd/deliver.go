@@ -21,7 +21,12 @@ import (
 // Tracker returns the rewrite.Tracker for copy c: a pure function of the
 // copy's stored settings, so every try of a copy sends the same bytes.
 func (q *Queue) Tracker(c *store.Copy) *rewrite.Tracker {
+	return q.tracker(c, nil)
+}
+
+func (q *Queue) tracker(c *store.Copy, onLink func(uint32, rewrite.Kind, string)) *rewrite.Tracker {
 	return rewrite.New(rewrite.Config{
+		OnLink:       onLink,
 		Clicks:       c.Clicks,
 		Opens:        c.Opens,
 		PreventScam:  c.PreventScam,
@@ -36,6 +41,11 @@ func (q *Queue) Tracker(c *store.Copy) *rewrite.Tracker {
 // WriteCopy writes copy c of the spooled message read from src to dst:
 // the control headers stripped, and links and images tracked as c says.
 func (q *Queue) WriteCopy(dst io.Writer, src io.Reader, c *store.Copy) error {
+	return q.writeCopy(dst, src, c, nil)
+}
+
+// writeCopy is WriteCopy telling onLink, when set, of every tracked URL.
+func (q *Queue) writeCopy(dst io.Writer, src io.Reader, c *store.Copy, onLink func(uint32, rewrite.Kind, string)) error {
 	// mime.Rewrite buffers src itself; the walk writes in small pieces, so
 	// the output is buffered here, in a recycled buffer.
 	bw := copyWriters.Get().(*bufio.Writer)
@@ -48,7 +58,7 @@ func (q *Queue) WriteCopy(dst io.Writer, src io.Reader, c *store.Copy) error {
 		if !c.Clicks && !c.Opens {
 			return nil, nil
 		}
-		return q.Tracker(c), nil
+		return q.tracker(c, onLink), nil
 	})
 	if err != nil {
 		return err
@@ -74,8 +84,22 @@ func (q *Queue) deliverCopy(ctx context.Context, c *store.Copy) {
 	var msg *store.Message
 	if !ok {
 		err = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 5}, Message: "no upstream named " + strconv.Quote(c.Upstream)}
-	} else if msg, err = q.cfg.Store.Message(c.MessageID); err == nil {
-		res, err = q.try(ctx, up, msg, c)
+	} else if msg, err = q.cfg.Store.Message(ctx, c.MessageID); err == nil {
+		var links *linkRecorder
+		if c.Clicks && !q.linksKnown(ctx, c.MessageID) {
+			links = &linkRecorder{}
+		}
+		res, err = q.try(ctx, up, msg, c, links)
+		if links != nil && links.done {
+			// Before the copy is recorded as delivered: no click can
+			// come before its link is known (a crash in between sends
+			// the copy again, and records them then).
+			if lerr := q.cfg.Store.PutMessageLinks(context.Background(), c.MessageID, links.links); lerr != nil {
+				log.Warn("recording the message's links failed; its clicks report the URLs readers asked for", "err", lerr)
+			} else {
+				q.linksRecorded(c.MessageID)
+			}
+		}
 	}
 	if ctx.Err() != nil && err != nil {
 		// Shutting down: the try is abandoned, the copy stays queued.
@@ -156,7 +180,7 @@ func (q *Queue) deliverCopy(ctx context.Context, c *store.Copy) {
 }
 
 // try streams the copy through the rewrite into the upstream.
-func (q *Queue) try(ctx context.Context, up Upstream, msg *store.Message, c *store.Copy) (Result, error) {
+func (q *Queue) try(ctx context.Context, up Upstream, msg *store.Message, c *store.Copy, links *linkRecorder) (Result, error) {
 	f, err := q.cfg.Spool.Open(msg)
 	if err != nil {
 		return Result{State: "connect"}, errLocal{err}
@@ -172,7 +196,13 @@ func (q *Queue) try(ctx context.Context, up Upstream, msg *store.Message, c *sto
 			}
 		}
 		used = true
-		return q.WriteCopy(w, f, c)
+		if links == nil {
+			return q.WriteCopy(w, f, c)
+		}
+		links.links = links.links[:0]
+		err := q.writeCopy(w, f, c, links.add)
+		links.done = err == nil
+		return err
 	})
 }
 
@@ -215,4 +245,47 @@ func truncate(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+// linkRecorder gathers a message's click links while its first copy is
+// written (store.PutMessageLinks).
+type linkRecorder struct {
+	links []store.MessageLink
+	done  bool // the copy was written to its end
+}
+
+// maxMessageLinks bounds the links recorded per message.
+const maxMessageLinks = 10000
+
+func (l *linkRecorder) add(pos uint32, kind rewrite.Kind, url string) {
+	if kind == rewrite.KindClick && len(l.links) < maxMessageLinks {
+		l.links = append(l.links, store.MessageLink{Position: pos, URL: url})
+	}
+}
+
+// linksKnown reports whether message's links are recorded: from memory,
+// else from the store (once per message and process).
+func (q *Queue) linksKnown(ctx context.Context, message uint64) bool {
+	q.linksMu.Lock()
+	_, ok := q.links[message]
+	q.linksMu.Unlock()
+	if ok {
+		return true
+	}
+	if has, err := q.cfg.Store.HasMessageLinks(ctx, message); err == nil && has {
+		q.linksRecorded(message)
+		return true
+	}
+	return false
+}
+
+// linksRecorded remembers that message's links are recorded; the memory
+// is bounded (forgetting only costs a store read).
+func (q *Queue) linksRecorded(message uint64) {
+	q.linksMu.Lock()
+	defer q.linksMu.Unlock()
+	if q.links == nil || len(q.links) >= 100000 {
+		q.links = map[uint64]struct{}{}
+	}
+	q.links[message] = struct{}{}
 }

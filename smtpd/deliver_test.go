@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -110,7 +111,7 @@ func (r *dlRig) submit(msg []byte, rcpts ...string) *Receipt {
 // for that copy, as DATA carries it (bare LF made CRLF, CRLF at the end).
 func (r *dlRig) expected(msg []byte, id uint64) []byte {
 	r.t.Helper()
-	c, err := r.st.Copy(id)
+	c, err := r.st.Copy(context.Background(), id)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func dlWait(t testing.TB, what string, cond func() bool) {
 }
 
 func (r *dlRig) copyState(id uint64) *store.Copy {
-	c, err := r.st.Copy(id)
+	c, err := r.st.Copy(context.Background(), id)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -249,7 +250,10 @@ func TestDeliverTrackedAndTagged(t *testing.T) {
 	r := newDLRig(t, "", map[string]Upstream{"up": &FolderUpstream{Dir: dir, NoSync: true}}, nil)
 	r.run()
 	rc := r.submit([]byte(htmlMsg), "one@x.test", "two@x.test")
-	dlWait(t, "2 files", func() bool { n, _ := readDir(dir); return len(n) == 2 })
+	dlWait(t, "2 files", func() bool { // written ones, not the temporary files being written
+		n, _ := readDir(dir)
+		return len(slices.DeleteFunc(n, func(s string) bool { return !strings.HasSuffix(s, ".eml") })) == 2
+	})
 	var bodies []string
 	for _, id := range rc.CopyIDs {
 		b, err := os.ReadFile(filepath.Join(dir, store.FormatID(id)+".eml"))
@@ -551,7 +555,7 @@ func TestSpoolStreamsWithChunking(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
-			m, err := r.st.Message(rc.MessageID)
+			m, err := r.st.Message(context.Background(), rc.MessageID)
 			if err != nil {
 				t.Fatal(err)
 			}

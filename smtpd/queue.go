@@ -14,17 +14,21 @@ import (
 	"github.com/trackrelay/trackrelay/store"
 )
 
-// Store is what the spool and delivery need from persistence; the
-// bbolt-backed *store.Relay implements it, and a networked store could.
+// Store is what the spool and delivery need from persistence; every
+// store.DB backend implements it.
 type Store interface {
 	NextID() uint64
 	AddMessage(ctx context.Context, m *store.Message, copies []*store.Copy, events []store.Event) error
 	UpdateCopy(ctx context.Context, c *store.Copy, events []store.Event) (last bool, err error)
-	Message(id uint64) (*store.Message, error)
-	Copy(id uint64) (*store.Copy, error)
-	QueuedCopies(fn func(*store.Copy) error) error
-	SpoolFiles(fn func(name string)) error
+	Message(ctx context.Context, id uint64) (*store.Message, error)
+	Copy(ctx context.Context, id uint64) (*store.Copy, error)
+	QueuedCopies(ctx context.Context, fn func(*store.Copy) error) error
+	SpoolFiles(ctx context.Context, fn func(name string)) error
 	SetBeforeCommit(fn func() error)
+	// PutMessageLinks and HasMessageLinks record each message's link
+	// positions once, when its first copy is rewritten.
+	PutMessageLinks(ctx context.Context, message uint64, links []store.MessageLink) error
+	HasMessageLinks(ctx context.Context, message uint64) (bool, error)
 }
 
 var _ Store = (*store.Relay)(nil)
@@ -67,6 +71,9 @@ type Queue struct {
 	wg         sync.WaitGroup
 
 	m queueMetrics
+
+	linksMu sync.Mutex
+	links   map[uint64]struct{} // messages whose links are recorded
 }
 
 type queueMetrics struct {
@@ -116,7 +123,7 @@ func NewQueue(cfg QueueConfig) (*Queue, error) {
 		}
 	}
 	var loaded []*store.Copy
-	err := cfg.Store.QueuedCopies(func(c *store.Copy) error {
+	err := cfg.Store.QueuedCopies(context.Background(), func(c *store.Copy) error {
 		loaded = append(loaded, c)
 		return nil
 	})

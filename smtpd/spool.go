@@ -118,7 +118,7 @@ func (s *Spool) Remove(m *store.Message) error {
 // client never got its 250). Run it at start-up, before serving.
 func (s *Spool) Recover() (removed int, err error) {
 	keep := map[string]bool{}
-	if err := s.cfg.Store.SpoolFiles(func(name string) { keep[filepath.Base(name)] = true }); err != nil {
+	if err := s.cfg.Store.SpoolFiles(context.Background(), func(name string) { keep[filepath.Base(name)] = true }); err != nil {
 		return 0, err
 	}
 	ents, err := os.ReadDir(s.cfg.Dir)

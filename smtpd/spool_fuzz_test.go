@@ -49,7 +49,7 @@ func FuzzSpoolSubmit(f *testing.F) {
 			}
 			return
 		}
-		m, err := st.Message(rc.MessageID)
+		m, err := st.Message(context.Background(), rc.MessageID)
 		if err != nil {
 			t.Fatal(err)
 		}

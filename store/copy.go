@@ -6,19 +6,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
 func init() {
-	registerRelayBuckets(bucketMessages, bucketCopies, bucketQueued)
+	registerRelayBuckets(bucketMessages, bucketCopies, bucketQueued, bucketAccountMsgs)
 }
 
 const (
-	bucketMessages = "messages" // message id -> Message (JSON)
-	bucketCopies   = "copies"   // copy id -> Copy (JSON)
-	bucketQueued   = "queued"   // copy id -> nil, for every copy not yet final
+	bucketMessages    = "messages"     // message id -> Message (JSON)
+	bucketCopies      = "copies"       // copy id -> Copy (JSON)
+	bucketQueued      = "queued"       // copy id -> nil, for every copy not yet final
+	bucketAccountMsgs = "account-msgs" // account \x00 message id -> nil, for search
 )
 
 // ErrNotFound is returned for an unknown message or copy.
@@ -36,6 +38,17 @@ type Message struct {
 	Body8Bit   bool      `json:"body8bit,omitempty"`
 	Created    time.Time `json:"created"`
 	Remaining  int       `json:"remaining"` // copies not yet delivered or failed
+
+	// What the dashboard shows and searches; set by the spool.
+	Account    string   `json:"account,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+	Subject    string   `json:"subject,omitempty"`     // decoded, bounded
+	HeaderFrom string   `json:"header_from,omitempty"` // the From: header, decoded, bounded
+	Tags       []string `json:"tags,omitempty"`
+	CopyIDs    []uint64 `json:"copy_ids,omitempty"` // in Recipients order
+	// Node names the relay node whose spool holds the message's bytes
+	// (several nodes share one PostgreSQL); "" on a single node.
+	Node string `json:"node,omitempty"`
 }
 
 // CopyState is where a copy stands in delivery.
@@ -46,6 +59,8 @@ const (
 	CopyQueued    CopyState = "queued"
 	CopyDelivered CopyState = "delivered"
 	CopyFailed    CopyState = "failed"
+	// CopyBounced: delivered, then a hard bounce came back for it.
+	CopyBounced CopyState = "bounced"
 )
 
 // Copy is one recipient's copy of a message, with the effective tracking
@@ -73,10 +88,32 @@ type Copy struct {
 	Attempts    int       `json:"attempts"`
 	NextAttempt time.Time `json:"next_attempt"`
 	LastReply   string    `json:"last_reply,omitempty"`
+	// Delivered is when the upstream took the copy.
+	Delivered time.Time `json:"delivered"`
 }
 
 // Final reports whether c will not be tried again.
-func (c *Copy) Final() bool { return c.State == CopyDelivered || c.State == CopyFailed }
+func (c *Copy) Final() bool {
+	return c.State == CopyDelivered || c.State == CopyFailed || c.State == CopyBounced
+}
+
+// joinEvents sets the aggregates' dimensions (message, credential) of the
+// events about copies that the caller left unset.
+func joinEvents(events []Event, copies ...*Copy) {
+	for i := range events {
+		e := &events[i]
+		for _, c := range copies {
+			if c.ID == e.ID {
+				if e.Message == 0 {
+					e.Message = c.MessageID
+				}
+				if e.Credential == "" {
+					e.Credential = c.Credential
+				}
+			}
+		}
+	}
+}
 
 func idKey(id uint64) []byte {
 	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), id)
@@ -86,10 +123,20 @@ func idKey(id uint64) []byte {
 // events (typically one attempts event per copy) in one durable commit,
 // after the before-commit hook (SetBeforeCommit) has run.
 func (r *Relay) AddMessage(ctx context.Context, m *Message, copies []*Copy, events []Event) error {
+	if m.Account == "" && len(copies) > 0 {
+		m.Account = copies[0].Account
+	}
+	if len(m.CopyIDs) == 0 {
+		for _, c := range copies {
+			m.CopyIDs = append(m.CopyIDs, c.ID)
+		}
+	}
 	mv, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("store: message: %w", err)
 	}
+	events = slices.Clone(events)
+	joinEvents(events, copies...)
 	cvs := make([][]byte, len(copies))
 	for i, c := range copies {
 		if c.MessageID != m.ID || c.State != CopyQueued {
@@ -104,8 +151,15 @@ func (r *Relay) AddMessage(ctx context.Context, m *Message, copies []*Copy, even
 		return err
 	}
 	return r.updateHook(ctx, func(tx *bolt.Tx) error {
-		if err := tx.Bucket([]byte(bucketMessages)).Put(idKey(m.ID), mv); err != nil {
+		mb := tx.Bucket([]byte(bucketMessages))
+		mb.FillPercent = appendFill
+		if err := mb.Put(idKey(m.ID), mv); err != nil {
 			return err
+		}
+		if m.Account != "" {
+			if err := tx.Bucket([]byte(bucketAccountMsgs)).Put(append([]byte(m.Account+"\x00"), idKey(m.ID)...), nil); err != nil {
+				return err
+			}
 		}
 		cb, qb := tx.Bucket([]byte(bucketCopies)), tx.Bucket([]byte(bucketQueued))
 		for i, c := range copies {
@@ -126,6 +180,11 @@ func (r *Relay) AddMessage(ctx context.Context, m *Message, copies []*Copy, even
 // down; last reports that it reached zero, so the spool file can go. A
 // copy that was already final is left as it was (last is false).
 func (r *Relay) UpdateCopy(ctx context.Context, c *Copy, events []Event) (last bool, err error) {
+	if c.State == CopyDelivered && c.Delivered.IsZero() {
+		c.Delivered = time.Now().UTC()
+	}
+	events = slices.Clone(events)
+	joinEvents(events, c)
 	cv, err := json.Marshal(c)
 	if err != nil {
 		return false, fmt.Errorf("store: copy: %w", err)
@@ -177,7 +236,7 @@ func (r *Relay) UpdateCopy(ctx context.Context, c *Copy, events []Event) (last b
 }
 
 // Message returns the message with id.
-func (r *Relay) Message(id uint64) (*Message, error) {
+func (r *Relay) Message(_ context.Context, id uint64) (*Message, error) {
 	var m Message
 	err := r.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket([]byte(bucketMessages)).Get(idKey(id))
@@ -193,7 +252,7 @@ func (r *Relay) Message(id uint64) (*Message, error) {
 }
 
 // Copy returns the copy with id.
-func (r *Relay) Copy(id uint64) (*Copy, error) {
+func (r *Relay) Copy(_ context.Context, id uint64) (*Copy, error) {
 	var c Copy
 	err := r.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket([]byte(bucketCopies)).Get(idKey(id))
@@ -210,7 +269,7 @@ func (r *Relay) Copy(id uint64) (*Copy, error) {
 
 // QueuedCopies calls fn for every copy that is not final, in id order. It
 // is how delivery recovers after a restart.
-func (r *Relay) QueuedCopies(fn func(*Copy) error) error {
+func (r *Relay) QueuedCopies(_ context.Context, fn func(*Copy) error) error {
 	return r.db.View(func(tx *bolt.Tx) error {
 		cb := tx.Bucket([]byte(bucketCopies))
 		return tx.Bucket([]byte(bucketQueued)).ForEach(func(k, _ []byte) error {
@@ -229,7 +288,7 @@ func (r *Relay) QueuedCopies(fn func(*Copy) error) error {
 
 // SpoolFiles calls fn with the spool file name of every message that has
 // copies left. The spool uses it to remove files no record points to.
-func (r *Relay) SpoolFiles(fn func(name string)) error {
+func (r *Relay) SpoolFiles(_ context.Context, fn func(name string)) error {
 	return r.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte(bucketMessages)).ForEach(func(_, v []byte) error {
 			var m Message

@@ -49,27 +49,39 @@ const (
 	LogFailures   = "failures"   // a delivery try failed (temporarily or for good)
 	LogClicks     = "clicks"     // a tracked link was followed
 	LogOpens      = "opens"      // a tracked image or the pixel was loaded
+	LogBounces    = "bounces"    // a copy bounced after the upstream took it (hard, soft or delayed)
+	LogResponses  = "responses"  // mail came back that is not a bounce: auto-replies, replies, unparsed
+	LogComplaints = "complaints" // a recipient reported a copy as spam (ARF)
+	LogDMARC      = "dmarc"      // one row of a DMARC aggregate report
 )
 
 // LogFields lists each log's fields in SMTPeter's order; it is the column
 // order of a CSV download. "id", "time", "recipient" and "tags" come from
-// the Event's own fields, the rest from Event.Fields.
+// the Event's own fields, the rest from Event.Fields. Fields after
+// SMTPeter's own come last, so scripts written for SMTPeter's files keep
+// their columns: "machine" (a hit from a scanner, an image proxy or a HEAD
+// request, kept out of every human figure) and "altered" (the reader asked
+// for a path or query other than the link's).
 var LogFields = map[string][]string{
 	LogAttempts:   {"id", "time", "envelope", "recipient", "properties", "tags"},
 	LogDeliveries: {"id", "time", "envelope", "recipient", "from", "to", "attempt", "tags"},
 	LogFailures:   {"id", "time", "envelope", "recipient", "attempt", "from", "to", "type", "code", "status", "description", "state", "tags"},
-	LogClicks:     {"id", "time", "headers", "ip", "url", "destination", "tags", "recipient"},
-	LogOpens:      {"id", "time", "headers", "ip", "protocol", "tags", "recipient"},
+	LogClicks:     {"id", "time", "headers", "ip", "url", "destination", "tags", "recipient", "machine", "altered"},
+	LogOpens:      {"id", "time", "headers", "ip", "protocol", "tags", "recipient", "machine"},
+	LogBounces:    {"id", "time", "recipient", "type", "status", "code", "diagnostic", "mta", "tags"},
+	LogResponses:  {"id", "time", "from", "to", "subject", "kind", "tags", "reason"},
+	LogComplaints: {"id", "time", "recipient", "feedbacktype", "reporter", "tags"},
+	LogDMARC:      {"time", "reporter", "reportid", "range", "domain", "ip", "count", "disposition", "dkim", "spf", "headerfrom"},
 }
 
 // Logs lists the log names in a fixed order.
-var Logs = []string{LogAttempts, LogDeliveries, LogFailures, LogClicks, LogOpens}
+var Logs = []string{LogAttempts, LogDeliveries, LogFailures, LogClicks, LogOpens, LogBounces, LogResponses, LogComplaints, LogDMARC}
 
 // Event is one record of one log.
 type Event struct {
 	Log       string    // one of the Log* names
 	Account   string    // the account it belongs to; never shown across accounts
-	ID        uint64    // the message copy id (field "id")
+	ID        uint64    // the message copy id (field "id"); 0 when none (dmarc, unjoined mail)
 	Time      time.Time // field "time"; stored at nanosecond precision, UTC
 	Recipient string    // field "recipient"
 	Tags      []string  // field "tags"
@@ -81,6 +93,31 @@ type Event struct {
 	// Key, when set, makes the append idempotent: an event with the same
 	// account, log and key as a stored one is dropped. Hits use their hit id.
 	Key string
+
+	// What follows is not stored with the event: it places the event in
+	// the aggregates behind stats and the dashboard (see aggregate.go).
+	// Callers that know them set them; zero values leave the event out of
+	// the figures they feed.
+
+	// Message is the id of the message (the spooled original) the copy
+	// belongs to.
+	Message uint64
+	// Credential is the credential the copy was sent with.
+	Credential string
+	// Link is the link a click followed, when known.
+	Link *EventLink
+
+	// hit marks a clicks or opens event made from a redirector's hit:
+	// its Key is the hit id, kept in "hit-ids" (with where the event is)
+	// rather than in "event-keys".
+	hit bool
+}
+
+// EventLink names the link of a click: its position in the message and
+// the URL recorded for that position when the message was rewritten.
+type EventLink struct {
+	Position uint32
+	URL      string
 }
 
 // Value returns field name of e as text: ids as 16 hex digits, time as
@@ -95,6 +132,11 @@ func (e *Event) Value(name string) string {
 		return e.Recipient
 	case "tags":
 		return strings.Join(e.Tags, ",")
+	case "machine", "altered":
+		if v, ok := e.Fields[name]; ok {
+			return v
+		}
+		return "false"
 	}
 	return e.Fields[name]
 }
@@ -213,7 +255,18 @@ func encodeEvents(events []Event) ([]encodedEvent, error) {
 		if err := validEvent(e); err != nil {
 			return nil, err
 		}
-		v := appendStoredEvent(nil, &storedEvent{ID: e.ID, Time: e.Time.UnixNano(), Recipient: e.Recipient, Tags: e.Tags, Fields: e.Fields, Key: e.Key})
+		fields := e.Fields
+		if e.Log == LogClicks && fields["destination"] == fields["url"] {
+			// Stored once: a click's destination is nearly always its URL
+			// (decodeEvent puts it back).
+			fields = make(map[string]string, len(e.Fields))
+			for k, v := range e.Fields {
+				if k != "destination" {
+					fields[k] = v
+				}
+			}
+		}
+		v := appendStoredEvent(nil, &storedEvent{ID: e.ID, Time: e.Time.UnixNano(), Recipient: e.Recipient, Tags: e.Tags, Fields: fields, Key: e.Key})
 		out[i] = encodedEvent{e, v}
 	}
 	return out, nil
@@ -247,15 +300,20 @@ const appendFill = 0.9
 func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 	root := tx.Bucket([]byte(bucketEvents))
 	keys := tx.Bucket([]byte(bucketEventKeys))
-	keys.FillPercent = appendFill // account, log, then a hit id: ascending per log
+	keys.FillPercent = appendFill
+	hitIDs := tx.Bucket([]byte(bucketHitIDs))
+	hitIDs.FillPercent = appendFill // hit ids ascend (time first)
 	// Each day's count is written once per batch. (Bucket lookups need no
 	// such care: in a write transaction bbolt keeps the child buckets it
 	// has opened and hands the same ones back.)
 	days := map[string]uint64{} // account "\x00" day "\x00" log
+	agg := newAggregator()
+	uniq := tx.Bucket([]byte(bucketHitUniq))
+	wh := webhookQueuer{tx: tx}
 	for _, ee := range evs {
 		e := ee.ev
 		var dedup []byte
-		if e.Key != "" {
+		if e.Key != "" && !e.hit {
 			dedup = []byte(e.Account + "\x00" + e.Log + "\x00" + e.Key)
 			if keys.Get(dedup) != nil {
 				continue
@@ -283,6 +341,13 @@ func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 				return err
 			}
 		}
+		if e.hit {
+			loc := make([]byte, 0, len(e.Account)+len(e.Log)+2+len(ek))
+			loc = append(append(append(append(append(loc, e.Account...), 0), e.Log...), 0), ek...)
+			if err := hitIDs.Put([]byte(e.Key), loc); err != nil {
+				return err
+			}
+		}
 		if err := eachIndexKey(e, ek, func(index string, k []byte) error {
 			ib, err := ab.CreateBucketIfNotExists([]byte(index))
 			if err != nil {
@@ -293,6 +358,15 @@ func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 			return err
 		}
 		days[e.Account+"\x00"+dayOf(e.Time)+"\x00"+e.Log]++
+		if err := agg.event(uniq, e); err != nil {
+			return err
+		}
+		if err := wh.event(e); err != nil {
+			return err
+		}
+	}
+	if err := agg.flush(tx); err != nil {
+		return err
 	}
 	for k, d := range days {
 		account, dk, _ := strings.Cut(k, "\x00")
@@ -307,12 +381,24 @@ func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 	return nil
 }
 
+// addCounter adds d to the 8-byte big-endian counter at key in b (absent
+// counts as 0).
+func addCounter(b *bolt.Bucket, key []byte, d uint64) error {
+	var n uint64
+	if v := b.Get(key); len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
+	}
+	return b.Put(key, binary.BigEndian.AppendUint64(nil, n+d))
+}
+
 // eachIndexKey calls fn with e's key in each index: by-msg, by-rcpt (when
 // e has a recipient) and by-tag (one per tag).
 func eachIndexKey(e *Event, ek []byte, fn func(index string, key []byte) error) error {
 	suffix := append(append(make([]byte, 0, len(ek)+len(e.Log)), ek...), e.Log...)
-	if err := fn("by-msg", append(idKey(e.ID), suffix...)); err != nil {
-		return err
+	if e.ID != 0 {
+		if err := fn("by-msg", append(idKey(e.ID), suffix...)); err != nil {
+			return err
+		}
 	}
 	if e.Recipient != "" {
 		if err := fn("by-rcpt", append([]byte(strings.ToLower(e.Recipient)+"\x00"), suffix...)); err != nil {
@@ -332,6 +418,13 @@ func decodeEvent(account, log string, v []byte) (Event, error) {
 	if err := json.Unmarshal(v, &s); err != nil {
 		return Event{}, fmt.Errorf("store: event: %w", err)
 	}
+	if log == LogClicks {
+		if _, ok := s.Fields["destination"]; !ok {
+			if u, ok := s.Fields["url"]; ok {
+				s.Fields["destination"] = u
+			}
+		}
+	}
 	return Event{Log: log, Account: account, ID: s.ID, Time: time.Unix(0, s.Time).UTC(), Recipient: s.Recipient, Tags: s.Tags, Fields: s.Fields, Key: s.Key}, nil
 }
 
@@ -344,7 +437,7 @@ type DayLog struct {
 
 // EventDays lists, in date order, the days and logs that account has
 // events in.
-func (r *Relay) EventDays(account string) ([]DayLog, error) {
+func (r *Relay) EventDays(_ context.Context, account string) ([]DayLog, error) {
 	var out []DayLog
 	err := r.db.View(func(tx *bolt.Tx) error {
 		ab := tx.Bucket([]byte(bucketEvents)).Bucket([]byte(account))
@@ -537,11 +630,11 @@ func (r *Relay) scan(ctx context.Context, bucket func(*bolt.Tx) *bolt.Bucket, st
 	}
 }
 
-// DeleteEventsBefore removes every event older than cutoff from every
-// account and log, with its index entries and idempotency key, and the
-// records of messages and copies that are final and older than cutoff. It
-// works in bounded transactions and returns how many events it removed.
-func (r *Relay) DeleteEventsBefore(ctx context.Context, cutoff time.Time) (int, error) {
+// DeleteEventsBefore removes from every account and log the events older
+// than cutoff(account, log), with their index entries and idempotency
+// keys. It works in bounded transactions and returns how many events it
+// removed.
+func (r *Relay) DeleteEventsBefore(ctx context.Context, cutoff func(account, log string) time.Time) (int, error) {
 	total := 0
 	var accounts [][]byte
 	err := r.db.View(func(tx *bolt.Tx) error {
@@ -553,10 +646,9 @@ func (r *Relay) DeleteEventsBefore(ctx context.Context, cutoff time.Time) (int, 
 	if err != nil {
 		return 0, err
 	}
-	end := timeKey(cutoff)
-	cutDay := dayOf(cutoff)
 	for _, acct := range accounts {
 		for _, log := range Logs {
+			end := timeKey(cutoff(string(acct), log))
 			for {
 				if err := ctx.Err(); err != nil {
 					return total, err
@@ -589,6 +681,11 @@ func (r *Relay) DeleteEventsBefore(ctx context.Context, cutoff time.Time) (int, 
 								if err := keys.Delete([]byte(string(acct) + "\x00" + log + "\x00" + e.Key)); err != nil {
 									return err
 								}
+								if log == LogClicks || log == LogOpens {
+									if err := tx.Bucket([]byte(bucketHitIDs)).Delete([]byte(e.Key)); err != nil {
+										return err
+									}
+								}
 							}
 						}
 						if err := lb.Delete(kv[0]); err != nil {
@@ -607,7 +704,7 @@ func (r *Relay) DeleteEventsBefore(ctx context.Context, cutoff time.Time) (int, 
 				}
 			}
 		}
-		// Day entries wholly before the cutoff's day.
+		// Day entries of each log wholly before its cutoff's day.
 		err := r.db.Update(func(tx *bolt.Tx) error {
 			days := tx.Bucket([]byte(bucketEvents)).Bucket(acct).Bucket([]byte("days"))
 			if days == nil {
@@ -616,11 +713,10 @@ func (r *Relay) DeleteEventsBefore(ctx context.Context, cutoff time.Time) (int, 
 			var doomed [][]byte
 			c := days.Cursor()
 			for k, _ := c.First(); k != nil; k, _ = c.Next() {
-				day, _, _ := strings.Cut(string(k), "\x00")
-				if day >= cutDay {
-					break
+				day, log, _ := strings.Cut(string(k), "\x00")
+				if day < dayOf(cutoff(string(acct), log)) {
+					doomed = append(doomed, append([]byte(nil), k...))
 				}
-				doomed = append(doomed, append([]byte(nil), k...))
 			}
 			for _, k := range doomed {
 				if err := days.Delete(k); err != nil {
@@ -633,7 +729,7 @@ func (r *Relay) DeleteEventsBefore(ctx context.Context, cutoff time.Time) (int, 
 			return total, err
 		}
 	}
-	return total, r.deleteFinalBefore(ctx, cutoff)
+	return total, nil
 }
 
 // deleteFinalBefore removes final copies and finished messages whose ids
@@ -655,6 +751,7 @@ func (r *Relay) deleteFinalBefore(ctx context.Context, cutoff time.Time) error {
 				b := tx.Bucket([]byte(bucket))
 				qb := tx.Bucket([]byte(bucketQueued))
 				var doomed [][]byte
+				var index [][]byte // account-msgs entries of doomed messages
 				c := b.Cursor()
 				k, v := c.First()
 				if last != nil {
@@ -671,11 +768,19 @@ func (r *Relay) deleteFinalBefore(ctx context.Context, cutoff time.Time) error {
 						if json.Unmarshal(v, &m) == nil && m.Remaining > 0 {
 							continue
 						}
+						if m.Account != "" {
+							index = append(index, append([]byte(m.Account+"\x00"), k...))
+						}
 					}
 					doomed = append(doomed, append([]byte(nil), k...))
 				}
 				for _, k := range doomed {
 					if err := b.Delete(k); err != nil {
+						return err
+					}
+				}
+				for _, k := range index {
+					if err := tx.Bucket([]byte(bucketAccountMsgs)).Delete(k); err != nil {
 						return err
 					}
 				}

@@ -40,7 +40,7 @@ func TestEventsValidation(t *testing.T) {
 	r := openTestRelay(t, "")
 	now := time.Now()
 	for name, e := range map[string]Event{
-		"unknown log":   {Log: "bounces", Account: "a", Time: now},
+		"unknown log":   {Log: "bouncez", Account: "a", Time: now},
 		"no account":    {Log: LogAttempts, Time: now},
 		"no time":       {Log: LogAttempts, Account: "a"},
 		"foreign field": {Log: LogAttempts, Account: "a", Time: now, Fields: map[string]string{"url": "x"}},
@@ -79,7 +79,7 @@ func TestEventsQueries(t *testing.T) {
 	if len(d1) != 4 { // hours 0, 7, 14, 21
 		t.Errorf("day 1: %d events, want 4", len(d1))
 	}
-	days, err := r.EventDays("a")
+	days, err := r.EventDays(context.Background(), "a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestEventsQueries(t *testing.T) {
 	if d := all[0].Data(); d["attempt"] != "1" || len(d["tags"].([]string)) != 2 {
 		t.Errorf("data %v", d)
 	}
-	if _, err := r.EventDays("nobody"); err != nil {
+	if _, err := r.EventDays(context.Background(), "nobody"); err != nil {
 		t.Error(err)
 	}
 	for _, err := range r.EventsDay(ctx, "a", LogDeliveries, "22-11-2026") {
@@ -201,14 +201,14 @@ func TestDeleteEventsBefore(t *testing.T) {
 	if _, err := r.UpdateCopy(ctx, cf, nil); err != nil {
 		t.Fatal(err)
 	}
-	n, err := r.DeleteEventsBefore(ctx, recent.AddDate(0, 0, -30))
-	if err != nil || n != 2 {
-		t.Fatalf("deleted %d (%v), want 2", n, err)
+	p, err := r.DeleteBefore(ctx, recent, Retention{Default: 30 * 24 * time.Hour})
+	if err != nil || p.Events != 2 {
+		t.Fatalf("deleted %+v (%v), want 2 events", p, err)
 	}
 	if got := collect(t, r.EventsByMessage(ctx, "a", 7)); len(got) != 1 || !got[0].Time.Equal(recent) {
 		t.Errorf("by message after retention: %+v", got)
 	}
-	days, _ := r.EventDays("a")
+	days, _ := r.EventDays(context.Background(), "a")
 	if len(days) != 1 || days[0].Day != recent.Format(time.DateOnly) {
 		t.Errorf("days after retention %+v", days)
 	}
@@ -222,13 +222,13 @@ func TestDeleteEventsBefore(t *testing.T) {
 	if got := collect(t, r.EventsDay(ctx, "a", LogClicks, "2025-01-01")); len(got) != 1 {
 		t.Errorf("re-append after retention: %d", len(got))
 	}
-	if _, err := r.Copy(cf.ID); err == nil {
+	if _, err := r.Copy(context.Background(), cf.ID); err == nil {
 		t.Error("old final copy kept")
 	}
-	if _, err := r.Copy(cq.ID); err != nil {
+	if _, err := r.Copy(context.Background(), cq.ID); err != nil {
 		t.Error("old queued copy removed")
 	}
-	if _, err := r.Message(m.ID); err != nil {
+	if _, err := r.Message(context.Background(), m.ID); err != nil {
 		t.Error("message with copies left removed")
 	}
 }
@@ -292,8 +292,8 @@ func TestAppendEventsBatchEqualsSingles(t *testing.T) {
 		}
 	}
 	for _, acct := range []string{"shop", "news", "ops"} {
-		d1, err1 := batch.EventDays(acct)
-		d2, err2 := single.EventDays(acct)
+		d1, err1 := batch.EventDays(context.Background(), acct)
+		d2, err2 := single.EventDays(context.Background(), acct)
 		if err1 != nil || err2 != nil || !slices.Equal(d1, d2) || len(d1) == 0 {
 			t.Fatalf("%s: days %v (%v) batched, %v (%v) one by one", acct, d1, err1, d2, err2)
 		}

@@ -14,24 +14,30 @@ import (
 
 // The relay's side of hit ingest. Storage:
 //
-//	"hits"        hit id -> Hit (JSON)            every hit once: the dedup set and the raw record
-//	"hit-uniq"    'o' copy(8)        -> hit id    first open of a copy
-//	              'c' copy(8) pos(4) -> hit id    first click on a link of a copy
-//	"hit-counts"  account \x00 counter -> n(8)    running totals (HitCounts)
+//	"hit-ids"     hit id -> account \x00 log \x00 eventKey   every joined hit once: the dedup set, and where its event is
+//	"hits"        hit id -> Hit record                      hits whose copy this relay does not know (orphans), raw
+//	"hit-counts"  "\x00orphans" -> n(8)
+//
+// A joined hit is stored as its clicks or opens event (SPEC §9), which
+// holds everything the hit said (IP, user agent and referer as the
+// account's privacy settings allow), and counted in the aggregates.
 func init() {
-	registerRelayBuckets(bucketHits, bucketHitUniq, bucketHitCounts)
+	registerRelayBuckets(bucketHits, bucketHitIDs, bucketHitUniq, bucketHitCounts)
 }
 
 const (
 	bucketHits      = "hits"
+	bucketHitIDs    = "hit-ids"
 	bucketHitUniq   = "hit-uniq"
 	bucketHitCounts = "hit-counts"
 )
 
-// HitCounts are an account's running hit totals. Unique opens count the
-// first open of each message copy; unique clicks the first click on each
-// link position of each copy. Machine counts hits from known scanners and
-// image proxies (and HEAD requests); they are included in the totals.
+var orphansKey = []byte("\x00orphans")
+
+// HitCounts are an account's hit totals. Opens and Clicks are human hits;
+// Machine* count hits from known scanners and image proxies, and HEAD
+// requests, apart. Unique opens count the copies opened by a person,
+// unique clicks the copies in which a person clicked a link.
 type HitCounts struct {
 	Opens, UniqueOpens, MachineOpens    uint64
 	Clicks, UniqueClicks, MachineClicks uint64
@@ -40,64 +46,41 @@ type HitCounts struct {
 	Orphans uint64
 }
 
-var hitCounterNames = []string{"opens", "unique_opens", "machine_opens", "clicks", "unique_clicks", "machine_clicks", "orphans"}
-
-func (c *HitCounts) ptr(name string) *uint64 {
-	switch name {
-	case "opens":
-		return &c.Opens
-	case "unique_opens":
-		return &c.UniqueOpens
-	case "machine_opens":
-		return &c.MachineOpens
-	case "clicks":
-		return &c.Clicks
-	case "unique_clicks":
-		return &c.UniqueClicks
-	case "machine_clicks":
-		return &c.MachineClicks
-	case "orphans":
-		return &c.Orphans
-	}
-	return nil
-}
-
 // IngestHits stores hits shipped by a redirector in one durable commit:
 // each hit once (a hit id already stored is skipped, so a batch can be sent
 // again), joined to its message copy (account, recipient, tags) as an event
-// in the clicks or opens log, with the unique counts kept up to date. A hit
-// whose copy is unknown is kept raw and counted as an orphan. It returns
-// only once everything is fsynced; it is a redirector.Sink's Ingest.
+// in the clicks or opens log, with the aggregates kept up to date. A click
+// is reported by the URL recorded for its link position when the message
+// was rewritten (PutMessageLinks), with the URL the reader was sent to as
+// its destination, flagged "altered" when the two differ beyond what
+// browsers change. A hit whose copy is unknown is kept raw and counted as
+// an orphan. It returns only once everything is fsynced; it is a
+// redirector.Sink's Ingest.
 func (r *Relay) IngestHits(ctx context.Context, hits []Hit) error {
-	vals := make([][]byte, len(hits))
 	for i := range hits {
-		if hits[i].ID == "" {
+		if hits[i].ID == "" || len(hits[i].ID) > 255 {
 			return fmt.Errorf("store: hit %d: no id", i)
 		}
-		vals[i] = appendHitRecord(nil, &hits[i])
 	}
 	return r.update(ctx, func(tx *bolt.Tx) error {
-		// Hits come in bursts per message: read each copy once, and
-		// write each counter once per batch.
+		// Hits come in bursts per message: read each copy and account
+		// once per batch.
 		copies := map[uint64]*Copy{}
-		counts := hitCounters{}
+		privacy := map[string]*Account{}
+		var orphans uint64
 		var events []Event
 		hb := tx.Bucket([]byte(bucketHits))
-		hb.FillPercent = appendFill
-		ub := tx.Bucket([]byte(bucketHitUniq))
-		nb := tx.Bucket([]byte(bucketHitCounts))
+		ib := tx.Bucket([]byte(bucketHitIDs))
 		cb := tx.Bucket([]byte(bucketCopies))
+		seen := map[string]bool{}
 		for i := range hits {
 			h := &hits[i]
-			id := []byte(h.ID)
-			if hb.Get(id) != nil {
+			if seen[h.ID] || ib.Get([]byte(h.ID)) != nil || hb.Get([]byte(h.ID)) != nil {
 				continue // shipped twice
 			}
-			if err := hb.Put(id, vals[i]); err != nil {
-				return err
-			}
-			c, seen := copies[h.MessageID]
-			if !seen {
+			seen[h.ID] = true
+			c, known := copies[h.MessageID]
+			if !known {
 				var cc Copy
 				if v := cb.Get(idKey(h.MessageID)); v != nil && json.Unmarshal(v, &cc) == nil && cc.Account != "" {
 					c = &cc
@@ -105,17 +88,23 @@ func (r *Relay) IngestHits(ctx context.Context, hits []Hit) error {
 				copies[h.MessageID] = c
 			}
 			if c == nil {
-				counts.add("", "orphans")
+				hb.FillPercent = appendFill
+				if err := hb.Put([]byte(h.ID), appendHitRecord(nil, h)); err != nil {
+					return err
+				}
+				orphans++
 				continue
 			}
-			ev, err := hitEvent(h, c)
+			acct, ok := privacy[c.Account]
+			if !ok {
+				acct = accountInTx(tx, c.Account)
+				privacy[c.Account] = acct
+			}
+			ev, err := hitEvent(tx, h, c, acct)
 			if err != nil {
 				return err
 			}
 			events = append(events, ev)
-			if err := countHit(ub, counts, h, c.Account); err != nil {
-				return err
-			}
 		}
 		if len(events) > 0 {
 			evs, err := encodeEvents(events)
@@ -126,128 +115,177 @@ func (r *Relay) IngestHits(ctx context.Context, hits []Hit) error {
 				return err
 			}
 		}
-		return counts.write(nb)
+		if orphans > 0 {
+			return addCounter(tx.Bucket([]byte(bucketHitCounts)), orphansKey, orphans)
+		}
+		return nil
 	})
 }
 
-func countHit(ub *bolt.Bucket, counts hitCounters, h *Hit, account string) error {
-	kind := "clicks"
-	key := append([]byte{'c'}, idKey(h.MessageID)...)
-	key = binary.BigEndian.AppendUint32(key, h.Position)
-	if h.Open() {
-		kind = "opens"
-		key = append([]byte{'o'}, idKey(h.MessageID)...)
+// accountInTx reads an account record inside a transaction; nil when
+// there is none (the defaults apply).
+func accountInTx(tx *bolt.Tx, name string) *Account {
+	v := tx.Bucket([]byte(bucketRecords)).Get(recordKey(KindAccount, name))
+	if v == nil {
+		return nil
 	}
-	counts.add(account, kind)
-	if h.Machine || h.Head {
-		counts.add(account, "machine_"+kind)
+	raw, err := decodeRaw(KindAccount, name, v)
+	if err != nil {
+		return nil
 	}
-	if ub.Get(key) == nil {
-		if err := ub.Put(key, []byte(h.ID)); err != nil {
-			return err
-		}
-		counts.add(account, "unique_"+kind)
+	var a Account
+	if json.Unmarshal(raw.Value, &a) != nil {
+		return nil
 	}
-	return nil
+	return &a
 }
 
-// hitCounters gathers a batch's counter increments, keyed as the counts
-// bucket is ("account\x00name"), so each counter is read and written once.
-type hitCounters map[string]uint64
-
-func (c hitCounters) add(account, name string) { c[account+"\x00"+name]++ }
-
-func (c hitCounters) write(nb *bolt.Bucket) error {
-	for k, d := range c {
-		if err := addCounter(nb, []byte(k), d); err != nil {
-			return err
+// hitEvent makes the clicks or opens event (SPEC §9) for h on copy c,
+// keeping of the reader's request what account a allows.
+func hitEvent(tx *bolt.Tx, h *Hit, c *Copy, a *Account) (Event, error) {
+	ip, ua := h.IP, h.UserAgent
+	if a != nil {
+		ip = KeepIP(ip, a.IP)
+		if a.UserAgent == KeepClass {
+			ua = UserAgentClass(ua, h.Machine)
 		}
 	}
-	return nil
-}
-
-// addCounter adds d to the 8-byte big-endian counter at key in b (absent
-// counts as 0).
-func addCounter(b *bolt.Bucket, key []byte, d uint64) error {
-	var n uint64
-	if v := b.Get(key); len(v) == 8 {
-		n = binary.BigEndian.Uint64(v)
-	}
-	return b.Put(key, binary.BigEndian.AppendUint64(nil, n+d))
-}
-
-// hitEvent makes the clicks or opens event (SPEC §9) for h on copy c.
-func hitEvent(h *Hit, c *Copy) (Event, error) {
 	// The same JSON as a map of the two headers would give (keys sorted,
 	// absent ones left out), without building and sorting a map.
 	hj, err := json.Marshal(struct {
 		Referer   string `json:"Referer,omitempty"`
 		UserAgent string `json:"User-Agent,omitempty"`
-	}{h.Referer, h.UserAgent})
+	}{h.Referer, ua})
 	if err != nil {
 		return Event{}, fmt.Errorf("store: hit: %w", err)
 	}
 	ev := Event{
-		Account:   c.Account,
-		ID:        h.MessageID,
-		Time:      h.Time.UTC(),
-		Recipient: c.Recipient,
-		Tags:      c.Tags,
-		Key:       h.ID,
-		Fields:    map[string]string{"headers": string(hj), "ip": h.IP},
+		Account:    c.Account,
+		ID:         h.MessageID,
+		Time:       h.Time.UTC(),
+		Recipient:  c.Recipient,
+		Tags:       c.Tags,
+		Key:        h.ID,
+		Fields:     map[string]string{"headers": string(hj), "ip": ip, "machine": formatBool(h.Machine || h.Head)},
+		Message:    c.MessageID,
+		Credential: c.Credential,
+		hit:        true,
 	}
 	if h.Open() {
 		ev.Log = LogOpens
 		ev.Fields["protocol"] = h.Protocol
-	} else {
-		ev.Log = LogClicks
-		ev.Fields["url"] = h.URL
-		ev.Fields["destination"] = h.URL
+		return ev, nil
 	}
+	ev.Log = LogClicks
+	orig, recorded := messageLinkURL(tx, c.MessageID, h.Position)
+	if !recorded {
+		orig = h.URL // a message rewritten before links were recorded
+	}
+	ev.Fields["url"] = orig
+	ev.Fields["destination"] = h.URL
+	ev.Fields["altered"] = formatBool(recorded && Altered(orig, h.URL))
+	ev.Link = &EventLink{Position: h.Position, URL: orig}
 	return ev, nil
 }
 
-// HitCounts returns account's running hit totals. The empty account holds
-// only Orphans.
-func (r *Relay) HitCounts(account string) (HitCounts, error) {
-	var c HitCounts
-	err := r.db.View(func(tx *bolt.Tx) error {
-		nb := tx.Bucket([]byte(bucketHitCounts))
-		for _, name := range hitCounterNames {
-			if v := nb.Get([]byte(account + "\x00" + name)); len(v) == 8 {
-				*c.ptr(name) = binary.BigEndian.Uint64(v)
+// HitCounts returns account's hit totals. The empty account holds only
+// Orphans.
+func (r *Relay) HitCounts(ctx context.Context, account string) (HitCounts, error) {
+	var hc HitCounts
+	if account == "" {
+		err := r.db.View(func(tx *bolt.Tx) error {
+			if v := tx.Bucket([]byte(bucketHitCounts)).Get(orphansKey); len(v) == 8 {
+				hc.Orphans = binary.BigEndian.Uint64(v)
 			}
-		}
-		return nil
-	})
-	return c, err
+			return nil
+		})
+		return hc, err
+	}
+	c, err := r.Totals(ctx, account)
+	if err != nil {
+		return hc, err
+	}
+	return HitCounts{
+		Opens: c[Opens], UniqueOpens: c[UniqueOpens], MachineOpens: c[MachineOpens],
+		Clicks: c[Clicks], UniqueClicks: c[UniqueClicks], MachineClicks: c[MachineClicks],
+	}, nil
 }
 
-// Hit returns the stored hit with id, and whether there is one.
+// Hit returns the stored hit with id, and whether there is one: an
+// orphan as it came, a joined hit as its event holds it (its Kind is
+// "click", or "open" for either kind of open; the URL is the one the
+// reader was sent to).
 func (r *Relay) Hit(id string) (Hit, bool, error) {
 	var h Hit
 	var ok bool
 	err := r.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket([]byte(bucketHits)).Get([]byte(id))
-		if v == nil {
+		if v := tx.Bucket([]byte(bucketHits)).Get([]byte(id)); v != nil {
+			ok = true
+			return decodeHitRecord(v, &h)
+		}
+		loc := tx.Bucket([]byte(bucketHitIDs)).Get([]byte(id))
+		if loc == nil {
 			return nil
 		}
+		e, found, err := eventAt(tx, loc)
+		if err != nil || !found {
+			return err
+		}
 		ok = true
-		return decodeHitRecord(v, &h)
+		var hdr struct {
+			Referer   string `json:"Referer"`
+			UserAgent string `json:"User-Agent"`
+		}
+		_ = json.Unmarshal([]byte(e.Fields["headers"]), &hdr)
+		h = Hit{Time: e.Time, MessageID: e.ID, URL: e.Value("destination"), IP: e.Fields["ip"],
+			UserAgent: hdr.UserAgent, Referer: hdr.Referer, Protocol: e.Fields["protocol"], Machine: IsMachine(&e), Kind: "click"}
+		if e.Log == LogOpens {
+			h.Kind = "open"
+		}
+		return nil
 	})
 	if err != nil {
 		return Hit{}, false, fmt.Errorf("store: hit %s: %w", strings.ToValidUTF8(id, "?"), err)
 	}
+	h.ID = id
 	return h, ok, nil
 }
 
-// HitIDs calls fn with the id of every stored hit, in id (time) order.
+// eventAt reads the event a "hit-ids" value points to.
+func eventAt(tx *bolt.Tx, loc []byte) (Event, bool, error) {
+	parts := bytes.SplitN(loc, []byte{0}, 3)
+	if len(parts) != 3 || len(parts[2]) != eventKeyLen {
+		return Event{}, false, nil
+	}
+	ab := tx.Bucket([]byte(bucketEvents)).Bucket(parts[0])
+	if ab == nil {
+		return Event{}, false, nil
+	}
+	lb := ab.Bucket([]byte("log:" + string(parts[1])))
+	if lb == nil {
+		return Event{}, false, nil
+	}
+	v := lb.Get(parts[2])
+	if v == nil {
+		return Event{}, false, nil
+	}
+	e, err := decodeEvent(string(parts[0]), string(parts[1]), v)
+	return e, err == nil, err
+}
+
+// HitIDs calls fn with the id of every stored hit: orphans, then joined
+// hits, each in id (time) order.
 func (r *Relay) HitIDs(fn func(id string)) error {
 	return r.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte(bucketHits)).ForEach(func(k, _ []byte) error {
-			fn(string(k))
-			return nil
-		})
+		for _, b := range []string{bucketHits, bucketHitIDs} {
+			if err := tx.Bucket([]byte(b)).ForEach(func(k, _ []byte) error {
+				fn(string(k))
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

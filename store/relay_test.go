@@ -73,7 +73,7 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		if bad != (err != nil) {
 			t.Errorf("update %d: err %v", i, err)
 		}
-		_, gerr := r.Message(uint64(i))
+		_, gerr := r.Message(context.Background(), uint64(i))
 		stored := gerr == nil || !errors.Is(gerr, ErrNotFound)
 		if stored == bad {
 			t.Errorf("update %d: stored=%v after err=%v", i, stored, err)
@@ -97,7 +97,7 @@ func TestMessageCopyLifecycle(t *testing.T) {
 	}
 	queued := func() int {
 		n := 0
-		if err := r.QueuedCopies(func(*Copy) error { n++; return nil }); err != nil {
+		if err := r.QueuedCopies(context.Background(), func(*Copy) error { n++; return nil }); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -124,20 +124,20 @@ func TestMessageCopyLifecycle(t *testing.T) {
 	if queued() != 0 {
 		t.Fatal("final copies still queued")
 	}
-	got, err := r.Copy(c1.ID)
+	got, err := r.Copy(context.Background(), c1.ID)
 	if err != nil || got.State != CopyDelivered || got.Attempts != 1 {
 		t.Fatalf("copy %+v %v", got, err)
 	}
-	mm, err := r.Message(m.ID)
+	mm, err := r.Message(context.Background(), m.ID)
 	if err != nil || mm.Remaining != 0 {
 		t.Fatalf("message %+v %v", mm, err)
 	}
 	n := 0
-	r.SpoolFiles(func(string) { n++ })
+	r.SpoolFiles(context.Background(), func(string) { n++ })
 	if n != 0 {
 		t.Error("a finished message's spool file is still listed")
 	}
-	if _, err := r.Copy(424242); !errors.Is(err, ErrNotFound) {
+	if _, err := r.Copy(context.Background(), 424242); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown copy: %v", err)
 	}
 }
@@ -157,12 +157,12 @@ func TestRelayReopenKeepsState(t *testing.T) {
 	r.Close()
 	r2 := openTestRelay(t, path)
 	var got []*Copy
-	r2.QueuedCopies(func(c *Copy) error { got = append(got, c); return nil })
+	r2.QueuedCopies(context.Background(), func(c *Copy) error { got = append(got, c); return nil })
 	if len(got) != 1 || got[0].ID != c.ID || got[0].Recipient != "b@x" {
 		t.Fatalf("after reopen: %+v", got)
 	}
 	files := 0
-	r2.SpoolFiles(func(n string) {
+	r2.SpoolFiles(context.Background(), func(n string) {
 		if n == "x.eml" {
 			files++
 		}

@@ -141,7 +141,7 @@ func redirectorOptions(cfg *config.Config, codec *rewrite.Codec, sink redirector
 // the relay's store in-process, through the same journal and shipper as
 // in a separate process. httpAddr (--http-addr) overrides the listener.
 // The caller stops it with Shutdown before closing the store.
-func startServeRedirector(cfg *config.Config, httpAddr string, codec *rewrite.Codec, st *store.Relay, log *slog.Logger, reg prometheus.Registerer) (*redirector.Service, error) {
+func startServeRedirector(cfg *config.Config, httpAddr string, codec *rewrite.Codec, st store.DB, log *slog.Logger, reg prometheus.Registerer) (*redirector.Service, error) {
 	c := *cfg
 	c.Redirector.SetDefaults()
 	if httpAddr != "" {
@@ -165,7 +165,7 @@ const ingestPath = "/internal/hits"
 // standalone redirectors (mount it at POST ingestPath on the internal API
 // listener), or nil when no redirector.ingest_secret is configured, so the
 // endpoint is off.
-func relayIngestHandler(cfg *config.Config, st *store.Relay, log *slog.Logger) (http.Handler, error) {
+func relayIngestHandler(cfg *config.Config, st store.DB, log *slog.Logger) (http.Handler, error) {
 	secret, err := ingestSecret(cfg)
 	if err != nil || secret == "" {
 		return nil, err

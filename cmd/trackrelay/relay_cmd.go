@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -228,7 +227,8 @@ func parseUpstreamFlag(s string) (config.Upstream, error) {
 type relayApp struct {
 	cfg       *config.Config
 	log       *slog.Logger
-	store     *store.Relay
+	store     store.DB
+	dir       *directory
 	spool     *smtpd.Spool
 	queue     *smtpd.Queue
 	server    *smtpd.Server
@@ -257,27 +257,6 @@ func loadKeysErr(cfg *config.Config) error {
 	}
 	_, err := loadKeys(cfg)
 	return err
-}
-
-// users builds the SMTP front's user table and trusted networks.
-func users(cfg *config.Config) (map[string]smtpd.User, []smtpd.TrustedNetwork, error) {
-	creds := map[string]*smtpd.Credential{}
-	us := map[string]smtpd.User{}
-	for i := range cfg.Credentials {
-		c := &cfg.Credentials[i]
-		cr := smtpd.CredentialFromConfig(c)
-		creds[c.Username] = cr
-		us[c.Username] = smtpd.User{Hash: []byte(c.PasswordHash), Cred: cr}
-	}
-	var nets []smtpd.TrustedNetwork
-	for _, t := range cfg.TrustedNetworks {
-		p, err := netip.ParsePrefix(t.CIDR)
-		if err != nil {
-			return nil, nil, fmt.Errorf("trusted_networks: %w", err)
-		}
-		nets = append(nets, smtpd.TrustedNetwork{Prefix: p.Masked(), Cred: creds[t.Credential]})
-	}
-	return us, nets, nil
 }
 
 func buildUpstreams(cfg *config.Config) (map[string]smtpd.Upstream, error) {
@@ -340,7 +319,7 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("relay.data_dir: %w", err)
 	}
-	a.store, err = store.OpenRelay(filepath.Join(dataDir, "relay.db"), store.RelayOptions{Logger: log})
+	a.store, err = openStore(cfg, dataDir, log)
 	if err != nil {
 		return err
 	}
@@ -398,10 +377,17 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	us, nets, err := users(cfg)
+	// The config file's accounts, credentials and keys go into the store;
+	// logins are checked against the store's records from then on.
+	if err := syncDeclared(ctx, a.store, cfg); err != nil {
+		return err
+	}
+	a.dir = newDirectory(a.store, cfg, log.With("component", "directory"))
+	snap, err := a.dir.firstSnapshot(ctx)
 	if err != nil {
 		return err
 	}
+	us, nets := snap.users, snap.trusted
 	a.server, err = smtpd.NewServer(smtpd.ServerConfig{
 		Hostname: cfg.Relay.Hostname, TLS: tlsCfg, Submitter: a.spool, Users: us, Trusted: nets,
 		AllowPlaintextLoopback: cfg.SMTP.AllowPlaintextLoopback,
@@ -446,7 +432,7 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 		return fmt.Errorf("api.addr: %w", err)
 	}
 	a.api = &http.Server{
-		Handler:           a.apiHandler(reg),
+		Handler:           a.apiHandler(reg, snap.keys),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.With("component", "api").Handler(), slog.LevelWarn),
 	}
@@ -499,11 +485,17 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 		}()
 	}
 
-	wg.Add(1)
+	a.dir.server = a.server
+	a.dir.keyring = a.keyring
+	wg.Add(2)
 	rctx, stopRetention := context.WithCancel(context.Background())
 	go func() {
 		defer wg.Done()
 		a.retention(rctx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.dir.run(rctx, time.Second)
 	}()
 
 	hup := make(chan os.Signal, 1)
@@ -565,9 +557,9 @@ Delivered copies appear in %s as .eml files.
 `, dataDir, smtpAddr, smtpAddr, out)
 }
 
-// reload re-reads the configuration and swaps credentials, trusted
-// networks and the REST API's keys; connections stay up. Other changes
-// need a restart.
+// reload re-reads the configuration, copies its accounts, credentials and
+// API keys into the store and reloads every login; connections stay up.
+// Other changes need a restart.
 func (a *relayApp) reload(path string, f *serveFlags) {
 	cfg, err := config.Load(path)
 	if err == nil {
@@ -575,15 +567,6 @@ func (a *relayApp) reload(path string, f *serveFlags) {
 	}
 	if err == nil {
 		err = cfg.Validate()
-	}
-	var us map[string]smtpd.User
-	var nets []smtpd.TrustedNetwork
-	var keys []api.Key
-	if err == nil {
-		us, nets, err = users(cfg)
-	}
-	if err == nil {
-		keys, err = api.KeysFromConfig(cfg)
 	}
 	if err == nil {
 		for _, c := range cfg.Credentials {
@@ -593,29 +576,19 @@ func (a *relayApp) reload(path string, f *serveFlags) {
 			}
 		}
 	}
-	if err == nil && a.keyring != nil {
-		// Checked before anything is swapped, so a bad key file keeps
-		// everything as it was.
-		if err = api.CheckKeys(keys); err != nil {
-			err = fmt.Errorf("api.keys: %w", err)
-		}
+	ctx := context.Background()
+	if err == nil {
+		err = syncDeclared(ctx, a.store, cfg)
 	}
 	if err == nil {
-		err = a.server.SetUsers(us)
+		a.dir.setConfig(cfg)
+		err = a.dir.Reload(ctx)
 	}
 	if err != nil {
 		a.log.Error("reload failed, keeping the old credentials", "err", err)
 		return
 	}
-	a.server.SetTrusted(nets)
-	apiKeys := 0
-	if a.keyring != nil {
-		if err := a.keyring.SetKeys(keys); err != nil { // checked above
-			a.log.Error("reload: api keys kept", "err", err)
-		}
-		apiKeys = len(keys)
-	}
-	a.log.Info("reloaded credentials", "credentials", len(us), "trusted_networks", len(nets), "api_keys", apiKeys)
+	a.log.Info("reloaded credentials", "credentials", len(cfg.Credentials), "trusted_networks", len(cfg.TrustedNetworks), "api_keys", len(cfg.API.Keys))
 }
 
 // retention applies store.DeleteBefore for the configured days, at start and
@@ -629,13 +602,16 @@ func (a *relayApp) retention(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		cutoff := time.Now().AddDate(0, 0, -a.cfg.Logs.RetentionDays)
-		p, err := a.store.DeleteBefore(ctx, cutoff)
+		rt := store.Retention{Default: time.Duration(a.cfg.Logs.RetentionDays) * 24 * time.Hour}
+		if accts, err := store.List[store.Account](ctx, a.store, store.KindAccount, ""); err == nil {
+			rt = store.RetentionFromAccounts(rt, accts)
+		}
+		p, err := a.store.DeleteBefore(ctx, time.Now(), rt)
 		if err != nil && ctx.Err() == nil {
 			a.log.Error("log retention failed", "err", err)
 		}
 		if p != (store.Pruned{}) {
-			a.log.Info("log retention", "events", p.Events, "hits", p.Hits, "summaries", p.Rollups)
+			a.log.Info("log retention", "events", p.Events, "hits", p.Hits, "aggregates", p.Aggregates)
 		}
 		t.Reset(24 * time.Hour)
 	}
@@ -643,7 +619,7 @@ func (a *relayApp) retention(ctx context.Context) {
 
 // apiHandler serves the internal listener: health, readiness, metrics
 // and the REST API under /v1/.
-func (a *relayApp) apiHandler(reg *prometheus.Registry) http.Handler {
+func (a *relayApp) apiHandler(reg *prometheus.Registry, keys []api.Key) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -665,21 +641,22 @@ func (a *relayApp) apiHandler(reg *prometheus.Registry) http.Handler {
 	} else if h != nil {
 		mux.Handle("POST "+ingestPath, h)
 	}
-	// The REST API (issue 6). config.Validate has checked api.keys.
-	keys, err := api.KeysFromConfig(a.cfg)
-	var kr *api.Keyring
-	if err == nil {
-		kr, err = api.NewKeyring(keys)
-	}
+	// The REST API, over the keys the directory keeps.
+	kr, err := api.NewKeyring(keys)
 	if err != nil {
 		a.log.Error("rest api off", "err", err)
 		return mux
 	}
 	a.keyring = kr
 	mux.Handle("/v1/", api.New(api.Config{
-		Submitter: a.spool, Events: a.store, Copies: a.store, Keys: kr,
+		Submitter: a.spool, Store: a.store, Keys: kr,
 		MaxBodyBytes: a.cfg.SMTP.MaxMessageBytes*4/3 + 1<<20, // base64 attachments in JSON
 		Log:          a.log.With("component", "api"),
 	}))
 	return mux
+}
+
+// openStore opens the relay's store: bbolt in the data folder.
+func openStore(cfg *config.Config, dataDir string, log *slog.Logger) (store.DB, error) {
+	return store.OpenRelay(filepath.Join(dataDir, "relay.db"), store.RelayOptions{Logger: log})
 }
