@@ -31,6 +31,11 @@ type Config struct {
 	// and changes. Every call is scoped to the caller's account.
 	Store store.DB
 	Keys  KeyChecker
+	// Domains checks click and bounce domains; nil turns checks off.
+	Domains DomainChecker
+	// OnChange, when set, is called after the API changed a record, so
+	// the relay applies it at once (logins, domains).
+	OnChange func()
 	Log   *slog.Logger // nil: discard
 
 	// MaxBodyBytes bounds a request body; 0 means DefaultMaxBodyBytes.
@@ -200,6 +205,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// changed tells the relay that a record changed.
+func (s *server) changed() {
+	if s.cfg.OnChange != nil {
+		s.cfg.OnChange()
+	}
 }
 
 // dispatch serves one path pattern: method check, authentication, limits,

@@ -406,8 +406,13 @@ type Domain struct {
 func (d *Domain) RecordID() (RecordKind, string, string) { return KindDomain, d.Name, d.Account }
 func (d *Domain) declared() bool                         { return d.Declared }
 
-// Usable reports whether links (or envelope senders) may go on d.
-func (d *Domain) Usable() bool { return d.State == DomainVerified || d.State == DomainFailing }
+// Usable reports whether new links (or envelope senders) may go on d:
+// only while its last check passed.
+func (d *Domain) Usable() bool { return d.State == DomainVerified }
+
+// Served reports whether the redirector answers for d: once verified, for
+// as long as it is added (old links keep working while it is failing).
+func (d *Domain) Served() bool { return !d.Verified.IsZero() }
 
 // DKIM key states.
 const (

@@ -30,7 +30,7 @@ func main() {
 	err := run(ctx, os.Args[1:], stdio{os.Stdin, os.Stdout, os.Stderr})
 	stop()
 	if err != nil {
-		if !errors.Is(err, errUsage) {
+		if !errors.Is(err, errUsage) && !errors.Is(err, errReported) {
 			fmt.Fprintln(os.Stderr, "trackrelay:", err)
 		}
 		os.Exit(exitCode(err))
@@ -52,6 +52,10 @@ type stdio struct {
 
 // errUsage reports a usage error that was already printed.
 var errUsage = errors.New("usage")
+
+// errReported is a failure the command has explained already: it only
+// sets the exit status (1).
+var errReported = errors.New("reported")
 
 func exitCode(err error) int {
 	if errors.Is(err, errUsage) {

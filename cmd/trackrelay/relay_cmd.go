@@ -235,6 +235,7 @@ type relayApp struct {
 	upstreams map[string]smtpd.Upstream
 	keyring   *api.Keyring // the REST API's keys; nil when the API is off
 	api       *http.Server
+	admin     *http.Server // the admin socket
 	ready     atomic.Bool
 }
 
@@ -437,6 +438,20 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 		ErrorLog:          slog.NewLogLogger(log.With("component", "api").Handler(), slog.LevelWarn),
 	}
 	log.Info("api listening", "addr", apiLn.Addr().String())
+	// The admin socket: the same API for the command-line tools, as an
+	// operator, to whoever may open the socket file (its owner).
+	adminLn, err := listenAdmin(adminSocketPath(dataDir))
+	if err != nil {
+		// Not fatal: mail flows without it; only the tools cannot reach
+		// this relay (a data folder path too long for a socket, say).
+		log.Warn("admin socket off: the command-line tools cannot reach this relay", "err", err)
+	}
+	a.admin = &http.Server{
+		Handler:           a.api.Handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return api.TrustedContext(context.Background()) },
+		ErrorLog:          slog.NewLogLogger(log.With("component", "admin").Handler(), slog.LevelWarn),
+	}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns)+2)
@@ -449,11 +464,20 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 			}
 		}()
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		if err := a.api.Serve(apiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("api: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if adminLn == nil {
+			return
+		}
+		if err := a.admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin socket: %w", err)
 		}
 	}()
 
@@ -530,6 +554,9 @@ loop:
 	a.server.Close()
 	if err := a.api.Shutdown(sctx); err != nil {
 		a.api.Close()
+	}
+	if err := a.admin.Shutdown(sctx); err != nil {
+		a.admin.Close()
 	}
 	stopRetention()
 	wg.Wait()
@@ -650,6 +677,11 @@ func (a *relayApp) apiHandler(reg *prometheus.Registry, keys []api.Key) http.Han
 	a.keyring = kr
 	mux.Handle("/v1/", api.New(api.Config{
 		Submitter: a.spool, Store: a.store, Keys: kr,
+		OnChange: func() {
+			if err := a.dir.Reload(context.Background()); err != nil {
+				a.log.Error("reloading logins after a change failed", "err", err)
+			}
+		},
 		MaxBodyBytes: a.cfg.SMTP.MaxMessageBytes*4/3 + 1<<20, // base64 attachments in JSON
 		Log:          a.log.With("component", "api"),
 	}))
