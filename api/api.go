@@ -36,7 +36,7 @@ type Config struct {
 	// OnChange, when set, is called after the API changed a record, so
 	// the relay applies it at once (logins, domains).
 	OnChange func()
-	Log   *slog.Logger // nil: discard
+	Log      *slog.Logger // nil: discard
 
 	// MaxBodyBytes bounds a request body; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
