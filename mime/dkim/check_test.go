@@ -46,7 +46,9 @@ func TestCheck(t *testing.T) {
 		{name: "rsa published", setup: func() { d.setTXT(name, rec(rsaK)) }, key: rsaK, want: Published},
 		{name: "ed25519 published", setup: func() { d.setTXT(name, rec(edK)) }, key: edK.Public(), want: Published},
 		{name: "pkcs1 rsa record", setup: func() { d.setTXT(name, pkcs1) }, key: rsaK, want: Published},
-		{name: "no v= and extra tags", setup: func() { d.setTXT(name, "k=ed25519; h=sha256; s=email; n=hi; x=unknown; "+strings.TrimPrefix(rec(edK), "v=DKIM1; k=ed25519; ")) }, key: edK, want: Published},
+		{name: "no v= and extra tags", setup: func() {
+			d.setTXT(name, "k=ed25519; h=sha256; s=email; n=hi; x=unknown; "+strings.TrimPrefix(rec(edK), "v=DKIM1; k=ed25519; "))
+		}, key: edK, want: Published},
 		{name: "folded base64", setup: func() {
 			r := rec(rsaK)
 			d.setTXT(name, r[:100]+" \t "+r[100:])

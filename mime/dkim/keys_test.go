@@ -109,10 +109,10 @@ func TestNewSelector(t *testing.T) {
 
 func TestNormalizeDomain(t *testing.T) {
 	for in, want := range map[string]string{
-		"Example.COM":      "example.com",
-		"example.com.":     "example.com",
+		"Example.COM":       "example.com",
+		"example.com.":      "example.com",
 		" mail.example.org": "mail.example.org",
-		"bücher.example":   "xn--bcher-kva.example",
+		"bücher.example":    "xn--bcher-kva.example",
 	} {
 		if got, err := NormalizeDomain(in); err != nil || got != want {
 			t.Errorf("NormalizeDomain(%q) = %q, %v, want %q", in, got, err, want)
