@@ -54,8 +54,9 @@ type hfield struct {
 // splitHeader splits a header block (without the empty line that ends
 // it) into its fields. Each line must be a field line (name, then ':'
 // with no space before it, as RFC 5322 §3.6.8 and the MIME walker want)
-// or a continuation line (starting with a space or tab). Lines end in LF
-// or CRLF; the last may lack its ending.
+// or a continuation line (starting with a space or tab), with no CR but
+// in its line ending. Lines end in LF or CRLF; the last may lack its
+// ending.
 func splitHeader(h []byte) ([]hfield, error) {
 	var fields []hfield
 	for len(h) > 0 {
@@ -65,6 +66,12 @@ func splitHeader(h []byte) ([]hfield, error) {
 		}
 		line := h[:n]
 		h = h[n:]
+		text := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		if bytes.IndexByte(text, '\r') >= 0 {
+			// Verifiers disagree on it: go-msgauth's relaxed header
+			// canonicalization takes it for a space, dkimpy keeps it.
+			return nil, errors.New("header has a CR without LF (RFC 5322 §2.2)")
+		}
 		if line[0] == ' ' || line[0] == '\t' {
 			if len(fields) == 0 {
 				return nil, errors.New("header starts with a continuation line")

@@ -52,6 +52,8 @@ func TestSignVerifies(t *testing.T) {
 		{name: "sender signature dropped", msg: sender + strings.ReplaceAll(plainMsg, "\n", "\r\n"), wantH: "From:From:To:Subject:Date:Message-ID:MIME-Version:Content-Type"},
 		{name: "sender signature kept", msg: sender + strings.ReplaceAll(plainMsg, "\n", "\r\n"), keep: true, wantSigs: 1, wantH: "From:From:To:Subject:Date:Message-ID:MIME-Version:Content-Type"},
 		{name: "lone CR is data", msg: "From: a@sender.example\n\nline\rwith CR\n", wantH: "From:From"},
+		{name: "odd header shapes", msg: "FROM:a@sender.example  \nSubject:\nTo: b@example.net,\n   \n\tc@example.net \t\nContent-Type:text/plain;\tcharset=utf-8\nReply-To: \"Zoë\" <z@sender.example>\n\n \t\nx \t \n\t\n",
+			wantH: "From:From:Reply-To:To:Subject:Content-Type"},
 		{name: "dot lines and long line", msg: "From: a@sender.example\n\n.\n..x\n" + strings.Repeat("y", 990) + "\n", wantH: "From:From"},
 	}
 	keysets := map[string][]Key{"rsa": {rk}, "ed25519": {ek}, "both": {rk, ek}}
@@ -196,6 +198,7 @@ func TestSignErrors(t *testing.T) {
 		{"mbox line", good, bytesRender([]byte("From a@b Mon Jul  6 10:00:00 2026\nFrom: a@sender.example\n\nhi\n"), 0), ErrUnsignable, "mbox"},
 		{"space before colon", good, bytesRender([]byte("From : a@sender.example\n\nhi\n"), 0), ErrUnsignable, "not allowed"},
 		{"continuation first", good, bytesRender([]byte(" x\nFrom: a@sender.example\n\nhi\n"), 0), ErrUnsignable, "continuation"},
+		{"lone CR in header", good, bytesRender([]byte("From: a@sender.example\nSubject: a\rb\n\nhi\n"), 0), ErrUnsignable, "CR without LF"},
 		{"empty", good, bytesRender(nil, 0), ErrUnsignable, "empty"},
 		{"empty header", good, bytesRender([]byte("\nFrom: a@sender.example\n"), 0), ErrUnsignable, "empty header"},
 		{"huge header", good, bytesRender([]byte("From: a@sender.example\nX: "+strings.Repeat("x", MaxHeaderBytes)+"\n\nhi\n"), 4096), ErrUnsignable, "longer than"},
