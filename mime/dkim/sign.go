@@ -59,7 +59,8 @@ var ErrNotDeterministic = errors.New("dkim: render gave different bytes the seco
 // the reason) before anything is written to dst, so the caller can send
 // the copy unsigned; render's own errors (and so dst's) as render
 // returned them; ErrNotDeterministic. After an error, whatever dst holds
-// must not be delivered.
+// must not be delivered. Sign may be called from several goroutines at
+// once.
 func Sign(dst io.Writer, render func(io.Writer) error, keys []Key, opt Options) error {
 	opts, err := signOptions(keys)
 	if err != nil {

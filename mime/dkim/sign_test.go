@@ -7,9 +7,14 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"fmt"
 	"io"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+
+	msgauth "github.com/emersion/go-msgauth/dkim"
 )
 
 const plainMsg = "From: Shop <news@sender.example>\n" +
@@ -118,14 +123,25 @@ func boolInt(b bool) int {
 // splitSignatures cuts the n signature fields off the top of msg.
 func splitSignatures(t testing.TB, msg []byte, n int) ([]string, []byte) {
 	t.Helper()
+	sigs, rest, err := cutSignatures(msg, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sigs, rest
+}
+
+func cutSignatures(msg []byte, n int) ([]string, []byte, error) {
 	var sigs []string
 	for range n {
 		if !bytes.HasPrefix(msg, []byte("DKIM-Signature:")) {
-			t.Fatalf("copy does not start with a DKIM-Signature: %q", msg[:min(len(msg), 80)])
+			return nil, nil, fmt.Errorf("copy does not start with a DKIM-Signature: %q", msg[:min(len(msg), 80)])
 		}
 		end := 0
 		for {
 			i := bytes.Index(msg[end:], []byte("\r\n"))
+			if i < 0 {
+				return nil, nil, errors.New("unterminated DKIM-Signature")
+			}
 			end += i + 2
 			if end >= len(msg) || (msg[end] != ' ' && msg[end] != '\t') {
 				break
@@ -135,7 +151,7 @@ func splitSignatures(t testing.TB, msg []byte, n int) ([]string, []byte) {
 		sigs = append(sigs, v)
 		msg = msg[end:]
 	}
-	return sigs, msg
+	return sigs, msg, nil
 }
 
 // TestSignTampered checks that the signatures can fail: dkimpy refuses
@@ -282,4 +298,54 @@ func (f failAfter) Write(p []byte) (int, error) {
 		return 0, f.err
 	}
 	return len(p), nil
+}
+
+// TestSignConcurrent signs different copies from several goroutines at
+// once (the relay delivers in parallel): every copy must be its own, and
+// verify (go-msgauth's verifier here, for speed; dkimpy checks the same
+// signer everywhere else).
+func TestSignConcurrent(t *testing.T) {
+	rk, ek := testKeys(t)
+	keys := []Key{{Domain: "sender.example", Selector: "rsa1", Signer: rk}, {Domain: "sender.example", Selector: "ed1", Signer: ek}}
+	recs := map[string]string{}
+	for _, k := range keys {
+		r, err := Record(k.Signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs[k.Selector+"._domainkey.sender.example"] = r
+	}
+	lookup := &msgauth.VerifyOptions{LookupTXT: func(name string) ([]string, error) { return []string{recs[name]}, nil }}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				body := strings.Repeat(fmt.Sprintf("goroutine %d copy %d\n", g, i), 1+i*5000) // some past BufferBytes
+				msg := []byte("From: a@sender.example\nSubject: " + strconv.Itoa(g*100+i) + "\n\n" + body)
+				var out bytes.Buffer
+				if err := Sign(&out, bytesRender(msg, 1000), keys, Options{}); err != nil {
+					errs <- err
+					return
+				}
+				_, rest, err := cutSignatures(out.Bytes(), 2)
+				if err != nil || !bytes.Equal(rest, shapeModel(msg)) {
+					errs <- fmt.Errorf("goroutine %d copy %d: wrong copy", g, i)
+					return
+				}
+				vs, err := msgauth.VerifyWithOptions(bytes.NewReader(out.Bytes()), lookup)
+				if err != nil || len(vs) != 2 || vs[0].Err != nil || vs[1].Err != nil {
+					errs <- fmt.Errorf("goroutine %d copy %d: does not verify: %v %+v", g, i, err, vs)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }
