@@ -51,18 +51,21 @@
 //
 // # Cost
 //
-// Measured on the 2-core development machine (BenchmarkSignedCopy, each
-// way in turn within every iteration): a tracked copy of the 36 KB
-// newsletter, signed, goes at about 0.45 of the rate of the unsigned copy
-// with Ed25519, 0.2 with RSA-2048 and 0.17 with both; an RSA-2048
-// signature costs about a millisecond of CPU, more than the whole
-// rewrite. Rendering twice instead of once costs the newsletter about a
-// third of its signed rate. For a large copy the body hash dominates:
-// go-msgauth's relaxed body canonicalization works a byte at a time with
-// two allocations per 4 KiB, about 100-250 MB/s, so a copy with a 2 MB
-// attachment signs at about 0.06 of its unsigned rate (rendering it
-// twice adds little). A 50 MB copy signed with two keys grows the heap by
-// about 10 MB.
+// Measured on the 2-core development machine, shared with other work
+// (BenchmarkSignedCopy, each way in turn within every iteration, 3 runs):
+// a tracked copy of the 36 KB newsletter, signed, goes at 0.42-0.47 of
+// the rate of the unsigned copy with Ed25519, 0.19-0.24 with RSA-2048
+// and 0.16-0.19 with both; an RSA-2048 signature costs about a
+// millisecond of CPU, more than the whole rewrite. Rendering it twice
+// instead of once would bring Ed25519 down to 0.28-0.36. For a large
+// copy the body hash dominates: go-msgauth's relaxed body
+// canonicalization works a byte at a time with two allocations per
+// 4 KiB, about 136 MB/s (its simple one 260 MB/s, SHA-256 alone about
+// 1.5 GB/s), and Sign adds about 6% to the bare Signer. A copy with a
+// 2 MB attachment signs at 0.06-0.08 of its unsigned rate with one key,
+// 0.03-0.04 with two; its second rendering adds little. A 50 MB copy
+// signed with two keys takes about a second and grows the heap by 7-10
+// MB.
 //
 // # Messages already signed
 //
