@@ -70,14 +70,14 @@ type ServerConfig struct {
 	AuthTimeout  time.Duration
 	WriteTimeout time.Duration // per reply, default 1m
 
-	AuthSlowAfter  int           // failures per address before replies slow down, default 3
-	AuthBlockAfter int           // failures of one username from one address before it is refused there, default 10
+	AuthSlowAfter  int // failures per address before replies slow down, default 3
+	AuthBlockAfter int // failures of one username from one address before it is refused there, default 10
 	// AuthBlockAddressAfter is the failures from one address, whatever the
 	// usernames, before the address is refused; default 3 x AuthBlockAfter.
 	AuthBlockAddressAfter int
-	AuthDelay      time.Duration // added per failure past AuthSlowAfter (capped at 8x), default 1s
-	AuthBlockFor   time.Duration // how long a blocked address is refused, default 15m
-	AuthTableSize  int           // addresses remembered, default 65536
+	AuthDelay             time.Duration // added per failure past AuthSlowAfter (capped at 8x), default 1s
+	AuthBlockFor          time.Duration // how long a blocked address is refused, default 15m
+	AuthTableSize         int           // addresses remembered, default 65536
 
 	Logger     *slog.Logger          // default slog.Default()
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered

@@ -38,10 +38,10 @@ type session struct {
 	cred    *Credential
 	trusted string // the trusted network's prefix, when cred comes from one
 	user    string // AUTH username, "" when trusted
-	from   string
-	mail   *smtp.MailOptions
-	rcpts  []string
-	closed bool
+	from    string
+	mail    *smtp.MailOptions
+	rcpts   []string
+	closed  bool
 }
 
 var (
