@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"bytes"
+	"errors"
 	"io"
 )
 
@@ -16,7 +17,9 @@ import (
 // where go-smtp lost a line start, removes the leading dot there and, on a
 // lone ".\r\n", ends the data (endedEarly; the session then makes go-smtp's
 // reader give up, see trackedConn.endDataEarly). Everywhere else it passes
-// bytes through.
+// bytes through. go-smtp's reader returns only with a full buffer or at
+// the end it sees, so the connection makes it return at each pause in the
+// data (errDataPause), and dotFixer reads on after one.
 type dotFixer struct {
 	r          io.Reader
 	in         []byte // read from r, not yet handed out
@@ -45,6 +48,9 @@ func (f *dotFixer) Read(p []byte) (int, error) {
 				f.in = make([]byte, 32<<10)
 			}
 			k, err := f.r.Read(f.in[:cap(f.in)])
+			if errors.Is(err, errDataPause) {
+				err = nil // a pause: look at what came, then read on
+			}
 			f.in, f.i, f.err = f.in[:k], 0, err
 			continue
 		}

@@ -77,6 +77,9 @@ type trackedConn struct {
 	dataStart   atomic.Int64 // unix nanoseconds the message data began; 0 outside it
 	dataRunning atomic.Bool  // Data is running (for BDAT: across chunks)
 	dataUntil   atomic.Int64 // unix nanoseconds: the read deadline last set for data
+	dataLimit   atomic.Int64 // unix nanoseconds: the real one (idle limit or DataTimeout)
+	pauses      atomic.Bool  // report pauses in the data: see errDataPause
+	lastBytes   atomic.Int64 // unix nanoseconds: when data last came (or began)
 	abortRead   atomic.Bool  // the next read fails at once: see endDataEarly
 	closed      atomic.Bool  // reads end: the message data timed out
 }
@@ -154,6 +157,17 @@ func (c *trackedConn) SetReadDeadline(t time.Time) error {
 // timeout to crypto/tls, which keeps the connection usable after it.
 var errReadAborted = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 
+// errDataPause tells the session's dotFixer, reading message data, that
+// no bytes came for dataPause: go-smtp's reader then hands over what it
+// has so far (it otherwise waits for a full buffer), so the fixer can see
+// an end of data that go-smtp missed. It is a timeout to crypto/tls, which
+// keeps the connection usable, and the fixer reads on after it.
+var errDataPause = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+
+// dataPause is how long message data may pause before go-smtp's reader is
+// made to hand over what it has (errDataPause).
+const dataPause = 150 * time.Millisecond
+
 // Read reads from the connection, moving the read deadline on while
 // message data streams.
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -163,26 +177,51 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	if c.abortRead.CompareAndSwap(true, false) {
 		return 0, errReadAborted
 	}
-	if ds := c.dataStart.Load(); ds != 0 {
-		c.extendData(ds)
+	ds := c.dataStart.Load()
+	if ds == 0 {
+		return c.Conn.Read(p)
 	}
-	return c.Conn.Read(p)
+	pauses := c.pauses.Load()
+	c.extendData(ds, pauses)
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.lastBytes.Store(time.Now().UnixNano())
+	}
+	if err != nil && pauses && isTimeoutErr(err) && time.Now().UnixNano() < c.dataLimit.Load() {
+		c.dataUntil.Store(0) // the next read sets a deadline again
+		return n, errDataPause
+	}
+	return n, err
+}
+
+func isTimeoutErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // extendData sets the read deadline of a read of message data: ReadTimeout
-// from now, but not past DataTimeout after the data began. It leaves the
-// deadline alone while it moves by less than a tenth of ReadTimeout (or a
-// second), to spare a timer update per read.
-func (c *trackedConn) extendData(ds int64) {
+// after data last came, but not past DataTimeout after the data began (and with
+// pauses, dataPause from now). It leaves the deadline alone while it moves
+// by less than a tenth of its span, to spare a timer update per read.
+func (c *trackedConn) extendData(ds int64, pauses bool) {
 	cfg := &c.srv.cfg
-	d := time.Now().Add(cfg.ReadTimeout)
-	if limit := time.Unix(0, ds).Add(cfg.DataTimeout); d.After(limit) {
-		d = limit
+	now := time.Now()
+	limit := time.Unix(0, max(c.lastBytes.Load(), ds)).Add(cfg.ReadTimeout)
+	if capAt := time.Unix(0, ds).Add(cfg.DataTimeout); limit.After(capAt) {
+		limit = capAt
 	}
-	step := min(cfg.ReadTimeout/10, time.Second)
+	d, span := limit, cfg.ReadTimeout
+	if pauses {
+		if p := now.Add(dataPause); p.Before(d) {
+			d = p
+		}
+		span = dataPause
+	}
+	step := min(span/10, time.Second)
 	if last := c.dataUntil.Load(); last != 0 && d.UnixNano() > last && d.UnixNano()-last < int64(step) {
 		return
 	}
+	c.dataLimit.Store(limit.UnixNano())
 	c.dataUntil.Store(d.UnixNano())
 	_ = c.Conn.SetReadDeadline(d)
 }
@@ -190,8 +229,10 @@ func (c *trackedConn) extendData(ds int64) {
 // startData marks the start of message data (DATA, or the first BDAT).
 func (c *trackedConn) startData() {
 	c.dataUntil.Store(0)
+	now := time.Now().UnixNano()
+	c.lastBytes.Store(now)
 	if c.dataStart.Load() == 0 {
-		c.dataStart.Store(time.Now().UnixNano())
+		c.dataStart.Store(now)
 	}
 	c.dataRunning.Store(true)
 }

@@ -268,6 +268,9 @@ func (ss *session) Data(r io.Reader) error {
 	if !chunked {
 		fix = &dotFixer{r: r}
 		body = fix
+		if ss.conn != nil {
+			ss.conn.pauses.Store(true)
+		}
 	}
 
 	max := ss.srv.cfg.MaxMessageBytes
@@ -276,8 +279,11 @@ func (ss *session) Data(r io.Reader) error {
 	if fix != nil && timedOut == nil {
 		// Read to the end here, not in go-smtp, which may miss it.
 		_, _ = io.Copy(io.Discard, fix)
-		if fix.endedEarly && ss.conn != nil {
-			ss.conn.endDataEarly()
+		if ss.conn != nil {
+			ss.conn.pauses.Store(false) // go-smtp drains what is left: no pauses
+			if fix.endedEarly {
+				ss.conn.endDataEarly()
+			}
 		}
 	}
 	if err == nil && (rcpt == nil || len(rcpt.CopyIDs) != len(sub.Recipients)) {
