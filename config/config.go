@@ -309,6 +309,10 @@ func (d *decoder) table(m map[string]toml.Primitive, v reflect.Value, path strin
 
 var durationType = reflect.TypeFor[time.Duration]()
 
+// tomlKind names the Go types BurntSushi/toml reports for TOML values.
+var tomlKind = strings.NewReplacer("int64", "integer", "float64", "float", "bool", "boolean",
+	"[]interface {}", "array", "map[string]interface {}", "table", "time.Time", "date-time")
+
 // value decodes one value into v: a table into a struct, an array of
 // tables into a slice of structs, anything else as BurntSushi/toml does.
 func (d *decoder) value(p toml.Primitive, v reflect.Value, key string) {
@@ -352,12 +356,20 @@ func typeProblem(err error, t reflect.Type) string {
 		}
 	}
 	msg = strings.TrimPrefix(msg, "toml: ")
+	// "line 7 (last key "smtp.x"): ...": the caller names the key.
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, after, ok := strings.Cut(rest, " "); ok {
+			if _, tail, ok := strings.Cut(after, "): "); ok {
+				msg, line = tail, " (line "+n+")"
+			}
+		}
+	}
 	if rest, ok := strings.CutPrefix(msg, "incompatible types: TOML value has type "); ok {
 		if got, want, ok := strings.Cut(rest, "; destination has type "); ok {
 			if t == durationType {
 				want = "a duration such as \"30s\" or \"5m\""
 			}
-			msg = "want " + want + ", not " + got
+			msg = "want " + want + ", not " + tomlKind.Replace(got)
 		}
 	}
 	return msg + line

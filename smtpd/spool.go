@@ -441,7 +441,7 @@ func (s *Spool) makeCopies(m *store.Message, sub *Submission, ctrl mime.Controls
 		c := &store.Copy{
 			ID: s.cfg.Store.NextID(), MessageID: m.ID,
 			Credential: cr.Username, Account: cr.Account, Upstream: cr.Upstream,
-			Clicks: clicks, Opens: opens, PreventScam: scam, Text: cr.Text,
+			Clicks: clicks, Opens: opens, PreventScam: scam, Text: cr.Text, TrackSigned: cr.TrackSigned,
 			ClickDomain: cr.ClickDomain, Scheme: cr.Scheme, Tags: tags,
 			From: m.From, Recipient: rcpt, SMTPUTF8: m.SMTPUTF8, Body8Bit: m.Body8Bit,
 			Created: now, State: store.CopyQueued, NextAttempt: now,

@@ -205,3 +205,32 @@ func TestSpoolFreeSpaceReserve(t *testing.T) {
 		t.Fatalf("CheckSpace(free) = %v", err)
 	}
 }
+
+// A credential's TrackSigned reaches the copy and the walk: a DKIM-signed
+// message is tracked only when it is set.
+func TestTrackSignedCredential(t *testing.T) {
+	const signed = "DKIM-Signature: v=1; a=rsa-sha256; d=shop.test; s=s1; h=from:subject; bh=x; b=y\r\n" +
+		"From: a@shop.test\r\nSubject: hi\r\nContent-Type: text/html\r\n\r\n<a href=\"https://shop.test/p\">p</a>\r\n"
+	for _, on := range []bool{false, true} {
+		out := t.TempDir()
+		r := newDLRig(t, "", map[string]Upstream{"up": &FolderUpstream{Dir: out, NoSync: true}}, nil)
+		r.run()
+		cred := *dlCred
+		cred.TrackSigned = on
+		rc, err := r.spool.Submit(context.Background(), &Submission{Cred: &cred, From: "a@shop.test", Recipients: []string{"r@x.test"}}, strings.NewReader(signed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := r.copyState(rc.CopyIDs[0]); c.TrackSigned != on {
+			t.Fatalf("copy TrackSigned = %v, want %v", c.TrackSigned, on)
+		}
+		var got []byte
+		dlWait(t, "delivered", func() bool {
+			got, err = os.ReadFile(filepath.Join(out, store.FormatID(rc.CopyIDs[0])+".eml"))
+			return err == nil
+		})
+		if tracked := strings.Contains(string(got), "https://click.test/"); tracked != on {
+			t.Errorf("track_signed %v: tracked %v:\n%s", on, tracked, got)
+		}
+	}
+}
