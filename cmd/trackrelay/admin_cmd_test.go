@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -212,5 +213,20 @@ tls_key = "k.pem"
 	// The key that did not decode is not reported again by Validate.
 	if strings.Count(out, "smtp.max_recipients") != 1 {
 		t.Errorf("smtp.max_recipients reported twice:\n%s", out)
+	}
+}
+
+// make run passes ARGS to serve (the README's Quick start shows it).
+func TestMakeRunArgs(t *testing.T) {
+	mk, err := exec.LookPath("make")
+	if err != nil {
+		t.Skip("make is not installed: the Makefile cannot be read here")
+	}
+	out, err := exec.Command(mk, "-n", "-C", "../..", "run", "DATA=/tmp/d", "ARGS=--smtp-addr 127.0.0.1:3525 --log-level debug").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n run: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "serve --dev --data /tmp/d --smtp-addr 127.0.0.1:3525 --log-level debug") {
+		t.Fatalf("ARGS not passed to serve:\n%s", out)
 	}
 }
