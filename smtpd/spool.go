@@ -318,22 +318,19 @@ func (s *Spool) write(f *os.File, body io.Reader, sub *Submission, id uint64, no
 		eol = "\n"
 	}
 	_, _ = io.WriteString(cw, receivedField(sub.Trace, s.cfg.Hostname, id, sub.Recipients, sub.SMTPUTF8, now, eol))
-	if herr == nil {
-		// ReadHeader stopped after the empty line that ends the header;
-		// what br holds beyond it is body.
-		end := len(raw) - br.Buffered()
-		blank := 1
-		if end >= 2 && raw[end-2] == '\r' {
-			blank = 2
-		}
-		cw.Write(raw[:end-blank])
+	end := len(raw) - br.Buffered() // where ReadHeader stopped
+	if at, ok := headerEnd(raw[:end]); herr == nil && ok {
+		// ReadHeader stopped after the empty line that ends the header
+		// (or at the end of a message that is all header); what br holds
+		// beyond it is body.
+		cw.Write(raw[:at])
 		if !h.Has("Date") {
 			_, _ = io.WriteString(cw, dateField(now, eol))
 		}
 		if !h.Has("Message-Id") {
 			_, _ = io.WriteString(cw, messageIDField(s.cfg.Hostname, id, eol))
 		}
-		cw.Write(raw[end-blank:])
+		cw.Write(raw[at:])
 	} else {
 		cw.Write(raw)
 	}
@@ -351,6 +348,24 @@ func (s *Spool) write(f *os.File, body io.Reader, sub *Submission, id uint64, no
 		return ctrl, 0, s.diskErr("write", err)
 	}
 	return ctrl, cw.n, nil
+}
+
+// headerEnd returns where fields may be added to a header block hdr (as
+// ReadHeader consumed it): before its empty line, or after its last field
+// when the message ends without one. ok is false when hdr is empty or does
+// not end with a line ending.
+func headerEnd(hdr []byte) (int, bool) {
+	n := len(hdr)
+	if n == 0 || hdr[n-1] != '\n' {
+		return 0, false
+	}
+	switch {
+	case n == 1 || hdr[n-2] == '\n':
+		return n - 1, n > 1 // LF ending an LF line; a message that is one empty line has no header
+	case hdr[n-2] == '\r' && (n == 2 || hdr[n-3] == '\n'):
+		return n - 2, n > 2
+	}
+	return n, true // the last field's line: no empty line before the end
 }
 
 // diskErr wraps a failure to write the spool file; a full disk is
