@@ -279,12 +279,12 @@ func (ss *session) Data(r io.Reader) error {
 	if fix != nil && timedOut == nil {
 		// Read to the end here, not in go-smtp, which may miss it.
 		_, _ = io.Copy(io.Discard, fix)
-		if ss.conn != nil {
-			ss.conn.pauses.Store(false) // go-smtp drains what is left: no pauses
-			if fix.endedEarly {
-				ss.conn.endDataEarly()
-			}
+		if fix.endedEarly && ss.conn != nil {
+			ss.conn.endDataEarly()
 		}
+	}
+	if fix != nil && ss.conn != nil {
+		ss.conn.pauses.Store(false) // go-smtp drains what is left: no pauses
 	}
 	if err == nil && (rcpt == nil || len(rcpt.CopyIDs) != len(sub.Recipients)) {
 		err = errors.New("smtpd: submitter returned no receipt or the wrong number of copies")
