@@ -17,8 +17,10 @@ build:
 
 # The dev stack: relay on 127.0.0.1:2525, redirector on 127.0.0.1:8080,
 # internal API on 127.0.0.1:8025, delivered mail as .eml in $(DATA)/outbox.
+# ARGS go to serve, e.g. make run ARGS="--smtp-addr 127.0.0.1:2526".
+ARGS ?=
 run: build
-	./$(BIN) serve --dev --data $(DATA)
+	./$(BIN) serve --dev --data $(DATA) $(ARGS)
 
 test: deps lint unit
 

@@ -81,9 +81,14 @@ const (
 	// come after the spool committed the message, and a client retrying
 	// it would send it twice.
 	direct
+	// public: as buffered, and needs no API key (the handler gets a nil
+	// Principal). Only for what every client may read: the API's own
+	// document.
+	public
 )
 
 var routes = []route{
+	{http.MethodGet, "/v1/openapi.json", public, (*server).openapi},
 	{http.MethodPost, "/v1/send", direct, (*server).send},
 	{http.MethodGet, "/v1/logfiles", buffered, (*server).logDays},
 	{http.MethodGet, "/v1/logfiles/{file}", stream, (*server).logFile},
@@ -245,12 +250,15 @@ func (s *server) dispatch(rts []route) http.Handler {
 			s.log.Info("api call", "method", r.Method, "route", rt.pattern, "account", account,
 				"status", lw.status(), "bytes", lw.n, "duration", time.Since(start).Round(time.Millisecond))
 		}()
-		p, err := s.authenticate(r)
-		if err != nil {
-			s.fail(w, r, err, false)
-			return
+		var p *Principal
+		if rt.mode != public {
+			var err error
+			if p, err = s.authenticate(r); err != nil {
+				s.fail(w, r, err, false)
+				return
+			}
+			account = p.Account
 		}
-		account = p.Account
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 		switch rt.mode {
 		case direct:

@@ -10,6 +10,7 @@ import (
 	"io"
 	stdmime "mime"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -137,6 +138,13 @@ func (s *server) send(w http.ResponseWriter, r *http.Request, p *Principal) erro
 		PreventScam: req.PreventScam,
 		Tags:        plan.tags,
 		RemoteAddr:  r.RemoteAddr,
+		Trace:       &smtpd.Trace{Via: "HTTP", AuthUser: p.Cred.Username},
+	}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		sub.Trace.RemoteIP = ap.Addr().Unmap()
+	}
+	if r.TLS != nil {
+		sub.Trace.TLSVersion, sub.Trace.TLSCipher = r.TLS.Version, r.TLS.CipherSuite
 	}
 	rc, err := s.cfg.Submitter.Submit(r.Context(), sub, bytes.NewReader(plan.body))
 	if err != nil {
@@ -146,6 +154,9 @@ func (s *server) send(w http.ResponseWriter, r *http.Request, p *Principal) erro
 		}
 		if errors.Is(err, smtpd.ErrTooBig) {
 			return &httpError{status: http.StatusRequestEntityTooLarge, msg: "message too big", err: err}
+		}
+		if errors.Is(err, smtpd.ErrInsufficientStorage) {
+			return &httpError{status: http.StatusServiceUnavailable, msg: "the relay is low on disk space; try again later", err: err}
 		}
 		return &httpError{status: http.StatusServiceUnavailable, msg: "cannot queue the message now; try again later", err: err}
 	}
@@ -590,6 +601,11 @@ func buildMessage(req *sendRequest, from *mail.Address, to, cc, replyTo []*mail.
 			v = "<" + v + ">"
 		}
 		h.Set("List-Unsubscribe", v)
+		// RFC 8058 one-click: only for an https URI (its §3.1), so that
+		// the mail client may POST to it without asking the recipient.
+		if oneClick(v) {
+			h.Set("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+		}
 	}
 	if len(req.Extra) > 50 {
 		return nil, badRequest("extra: more than 50 headers")
@@ -706,6 +722,20 @@ func buildMessage(req *sendRequest, from *mail.Address, to, cc, replyTo []*mail.
 		return nil, fmt.Errorf("api: build message: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// oneClick reports whether a List-Unsubscribe value (one or more <URI>s,
+// comma-separated) holds an https URI, which RFC 8058 one-click
+// unsubscription needs.
+func oneClick(v string) bool {
+	for u := range strings.SplitSeq(v, ",") {
+		u = strings.TrimSpace(u)
+		u = strings.TrimSuffix(strings.TrimPrefix(u, "<"), ">")
+		if len(u) > len("https://") && strings.EqualFold(u[:len("https://")], "https://") {
+			return true
+		}
+	}
+	return false
 }
 
 // validFieldName reports whether k is an RFC 5322 field name: printable

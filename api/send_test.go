@@ -243,6 +243,9 @@ func TestSendGolden(t *testing.T) {
 		raw = bytes.ReplaceAll(raw, b[1], []byte("BOUNDARY"+string(rune('A'+i))))
 	}
 	raw = regexp.MustCompile(`Message-Id: <[^>]+>`).ReplaceAll(raw, []byte("Message-Id: <ID>"))
+	raw = regexp.MustCompile(` id [0-9a-f]{16}(\r\n|;)`).ReplaceAll(raw, []byte(" id ID$1"))
+	raw = regexp.MustCompile(`(?m)^(Received: from )\S+ \(\[[^]]+\]\)`).ReplaceAll(raw, []byte("${1}CLIENT ([CLIENT])"))
+	raw = regexp.MustCompile(`(>|ID); [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} [\d:]{8} \+0000\r\n`).ReplaceAll(raw, []byte("$1; DATE\r\n"))
 	goldenCompare(t, "send/structured.eml", raw)
 	for _, line := range bytes.Split(raw, []byte("\r\n")) {
 		if len(line) > 998 {
@@ -407,5 +410,110 @@ func TestSendForm(t *testing.T) {
 	for _, tc := range bad {
 		st, body := post(tc.form)
 		wantError(t, st, body, 400, tc.errSub)
+	}
+}
+
+var spoolAdded = regexp.MustCompile(`^(Date: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d \+0000|Message-ID: <[0-9a-f]{16}\.[0-9a-f]{12}@[^<>@\s]+>)\r?\n`)
+
+// asSent checks that raw, a spooled message, is sent as the spool writes
+// it: the relay's Received field first, then sent byte for byte but for a
+// Date and a Message-ID field at the end of its header (RFC 6409 §8).
+func asSent(t *testing.T, raw, sent []byte) {
+	t.Helper()
+	i := bytes.Index(raw, []byte(" +0000\n"))
+	if j := bytes.Index(raw, []byte(" +0000\r\n")); j >= 0 && (i < 0 || j < i) {
+		i = j + 1
+	}
+	if !bytes.HasPrefix(raw, []byte("Received: from ")) || i < 0 || !bytes.Contains(raw[:i], []byte("(trackrelay) with HTTP")) {
+		t.Fatalf("no Received field of the relay's first: %.200q", raw)
+	}
+	rest := raw[i+len(" +0000\n"):]
+	if bytes.Equal(rest, sent) {
+		return
+	}
+	k := -1
+	if j := bytes.Index(sent, []byte("\n\r\n")); j >= 0 {
+		k = j + 1
+	}
+	if j := bytes.Index(sent, []byte("\n\n")); j >= 0 && (k < 0 || j+1 < k) {
+		k = j + 1
+	}
+	if k < 0 || len(rest) < len(sent) || !bytes.Equal(rest[:k], sent[:k]) || !bytes.Equal(rest[len(rest)-(len(sent)-k):], sent[k:]) {
+		t.Fatalf("spooled message differs from the one sent (%d vs %d bytes)", len(rest), len(sent))
+	}
+	for mid := rest[k : len(rest)-(len(sent)-k)]; len(mid) > 0; {
+		m := spoolAdded.Find(mid)
+		if m == nil {
+			t.Fatalf("the spool added %q", mid)
+		}
+		mid = mid[len(m):]
+	}
+}
+
+// RFC 8058: an https unsubscribe URL gets List-Unsubscribe-Post, a mailto:
+// one does not (one click cannot send mail).
+func TestSendUnsubscribeOneClick(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		unsub string
+		post  bool
+	}{
+		{"https://shop.example/u?x=1", true},
+		{"<HTTPS://shop.example/u>", true},
+		{"mailto:unsub@shop.example", false},
+		{"<mailto:u@shop.example>, <https://shop.example/u>", true},
+		{"http://shop.example/u", false},
+	} {
+		st, body := e.send(keyShop, map[string]any{"from": "a@shop.example", "to": "ann@example.com", "text": "t", "unsubscribe": tc.unsub})
+		if st != http.StatusOK {
+			t.Fatalf("%s: status %d: %s", tc.unsub, st, body)
+		}
+		raw, _ := e.spooled(sendIDs(t, body)["ann@example.com"])
+		if got := bytes.Contains(raw, []byte("\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")); got != tc.post {
+			t.Errorf("%s: List-Unsubscribe-Post %v, want %v", tc.unsub, got, tc.post)
+		}
+	}
+}
+
+// A whole message sent without Date or Message-ID gets both (RFC 6409 §8),
+// and a Received field; one that has them keeps its own.
+func TestSendMIMEGetsDateAndMessageID(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		msg   string
+		added bool
+	}{
+		{"From: a@shop.example\r\nSubject: hi\r\n\r\nbody\r\n", true},
+		{"From: a@shop.example\r\nDate: Mon, 2 Nov 2026 10:00:00 +0100\r\nMessage-ID: <own@shop.example>\r\n\r\nbody\r\n", false},
+	} {
+		st, body := e.send(keyShop, map[string]any{"mime": tc.msg, "recipient": "ann@example.com"})
+		if st != http.StatusOK {
+			t.Fatalf("status %d: %s", st, body)
+		}
+		raw, _ := e.spooled(sendIDs(t, body)["ann@example.com"])
+		asSent(t, raw, []byte(tc.msg))
+		s := string(raw)
+		if got := strings.Count(s, "\r\nDate: ") == 1 && strings.Count(strings.ToLower(s), "\r\nmessage-id: ") == 1; !got {
+			t.Errorf("want exactly one Date and one Message-ID:\n%s", s)
+		}
+		if added := strings.Contains(s, "\r\nMessage-ID: <") && !strings.Contains(s, "<own@shop.example>"); added != tc.added {
+			t.Errorf("Message-ID added %v, want %v:\n%s", added, tc.added, s)
+		}
+	}
+}
+
+// The OpenAPI document is served at /v1/openapi.json without a key.
+func TestOpenAPIServed(t *testing.T) {
+	e := newEnv(t)
+	st, hdr, body := e.do(http.MethodGet, "/v1/openapi.json", "", nil)
+	if st != http.StatusOK || !strings.HasPrefix(hdr.Get("Content-Type"), "application/json") || !bytes.Equal(body, Spec) {
+		t.Fatalf("status %d, type %q, %d bytes (want the %d of Spec)", st, hdr.Get("Content-Type"), len(body), len(Spec))
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, _ := e.do(http.MethodPost, "/v1/openapi.json", "", nil); st != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d", st)
 	}
 }

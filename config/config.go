@@ -18,6 +18,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +54,9 @@ type Relay struct {
 	// ClickDomains lists extra hosts that are click domains already:
 	// links to them are never rewritten.
 	ClickDomains []string `toml:"click_domains"`
+	// MinFreeBytes is the free space mail intake leaves on the disk of
+	// data_dir: below it, SMTP answers 452 4.3.1 and the REST API 503.
+	MinFreeBytes int64 `toml:"min_free_bytes"`
 }
 
 // SMTP configures the submission side: listeners, TLS and limits.
@@ -67,14 +72,29 @@ type SMTP struct {
 	MaxRecipients    int   `toml:"max_recipients"`
 	MaxSessions      int   `toml:"max_sessions"`
 	MaxSessionsPerIP int   `toml:"max_sessions_per_ip"`
-	// AuthFailuresSlow is how many failed AUTHs from one address start
-	// slowing its replies down; AuthFailuresBlock refuses it for
-	// AuthBlockFor.
-	AuthFailuresSlow  int           `toml:"auth_failures_slow"`
-	AuthFailuresBlock int           `toml:"auth_failures_block"`
-	AuthBlockFor      time.Duration `toml:"auth_block_for"`
-	ReadTimeout       time.Duration `toml:"read_timeout"`
-	WriteTimeout      time.Duration `toml:"write_timeout"`
+	// MaxUnauthSessionsPerNet bounds the connections from one /24 (IPv4)
+	// or /64 (IPv6) that have not authenticated yet.
+	MaxUnauthSessionsPerNet int `toml:"max_unauth_sessions_per_net"`
+	// MaxLineBytes is the longest line taken, in commands and in message
+	// data alike; a message with a longer one is refused with 554 5.6.0.
+	MaxLineBytes int `toml:"max_line_bytes"`
+	// AuthFailuresSlow is how many failed AUTHs of one username from one
+	// address start slowing its replies down; AuthFailuresBlock refuses
+	// that username there for AuthBlockFor; AuthFailuresBlockAddress
+	// failures from one address, whatever the usernames, refuse the
+	// address. Trusted networks and successful logins are never counted.
+	AuthFailuresSlow         int           `toml:"auth_failures_slow"`
+	AuthFailuresBlock        int           `toml:"auth_failures_block"`
+	AuthFailuresBlockAddress int           `toml:"auth_failures_block_address"`
+	AuthBlockFor             time.Duration `toml:"auth_block_for"`
+	// AuthTimeout is how long a connection may stay without AUTH
+	// (trusted networks aside).
+	AuthTimeout time.Duration `toml:"auth_timeout"`
+	// ReadTimeout is an idle limit: per command, and per read of message
+	// data. DataTimeout bounds one message's data as a whole.
+	ReadTimeout  time.Duration `toml:"read_timeout"`
+	DataTimeout  time.Duration `toml:"data_timeout"`
+	WriteTimeout time.Duration `toml:"write_timeout"`
 }
 
 // Listener is one SMTP listening address.
@@ -99,7 +119,10 @@ type Account struct {
 	Name string `toml:"name"`
 }
 
-// Credential is an SMTP login and its tracking settings.
+// Credential is an SMTP login and its tracking settings. In a file,
+// clicks and opens default to true when click_domain is set (tracking is
+// what the relay is for); a credential without a click domain tracks
+// nothing unless it says so (and then Validate asks for the domain).
 type Credential struct {
 	Username     string `toml:"username"`
 	PasswordHash string `toml:"password_hash"` // bcrypt; make one with "trackrelay passwd"
@@ -108,9 +131,25 @@ type Credential struct {
 	Opens        bool   `toml:"opens"`
 	PreventScam  bool   `toml:"preventscam"`
 	Text         bool   `toml:"text"`
-	ClickDomain  string `toml:"click_domain"` // host[:port]
-	Scheme       string `toml:"scheme"`       // "https" (default) or "http"
-	Upstream     string `toml:"upstream"`     // upstream name; default: the first
+	// TrackSigned tracks messages the sender already DKIM-signed, which
+	// breaks their signature; off by default (they pass through as sent).
+	TrackSigned bool   `toml:"track_signed"`
+	ClickDomain string `toml:"click_domain"` // host[:port]
+	Scheme      string `toml:"scheme"`       // "https" (default) or "http"
+	Upstream    string `toml:"upstream"`     // upstream name; default: the first
+}
+
+// decoded fills in the defaults that depend on which keys the file set.
+func (cr *Credential) decoded(set map[string]bool) {
+	if cr.ClickDomain == "" {
+		return
+	}
+	if !set["clicks"] {
+		cr.Clicks = true
+	}
+	if !set["opens"] {
+		cr.Opens = true
+	}
 }
 
 // TrustedNetwork lets clients from CIDR submit without AUTH, as Credential.
@@ -174,10 +213,16 @@ type APIKey struct {
 
 // Defaults.
 const (
-	DefaultMaxMessageBytes = 32 << 20
-	DefaultMaxRecipients   = 100
-	DefaultPoolSize        = 8
-	DefaultRetentionDays   = 90
+	DefaultMaxMessageBytes  = 32 << 20
+	DefaultMaxRecipients    = 100
+	DefaultPoolSize         = 8
+	DefaultRetentionDays    = 90
+	DefaultMinFreeBytes     = 100 << 20
+	DefaultMaxLineBytes     = 1 << 20
+	DefaultMaxUnauthPerNet  = 50
+	DefaultAuthTimeout      = 45 * time.Second
+	DefaultDataTimeout      = time.Hour
+	DefaultAuthBlockAddress = 30
 )
 
 //go:embed example.toml
@@ -186,23 +231,148 @@ var example []byte
 // Example returns the commented example configuration.
 func Example() []byte { return bytes.Clone(example) }
 
-// Parse decodes a configuration and fills in defaults. Unknown keys are
-// errors. It does not validate: call Validate.
+// Parse decodes a configuration and fills in defaults. Unknown keys and
+// values of the wrong type are errors, all of them reported, each by its
+// dotted key. It does not validate: call Validate.
 func Parse(r io.Reader) (*Config, error) {
-	c := &Config{}
-	md, err := toml.NewDecoder(io.LimitReader(r, 4<<20)).Decode(c)
+	c, errs, err := Decode(r)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, err
 	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
-		}
-		return nil, fmt.Errorf("config: unknown keys: %s", strings.Join(keys, ", "))
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("config: %w", errors.Join(errs...))
 	}
-	c.SetDefaults()
 	return c, nil
+}
+
+// Decode decodes a configuration and fills in defaults, key by key: a
+// value of the wrong type, or a key that does not exist, is one problem in
+// problems (named by its dotted key, without the "config: " prefix) and
+// the rest is still decoded, so that every problem is found in one run.
+// Only a TOML syntax error (err) stops it.
+func Decode(r io.Reader) (c *Config, problems []error, err error) {
+	var top map[string]toml.Primitive
+	md, err := toml.NewDecoder(io.LimitReader(r, 4<<20)).Decode(&top)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: %w", err)
+	}
+	c = &Config{}
+	d := &decoder{md: md}
+	d.table(top, reflect.ValueOf(c).Elem(), "")
+	c.SetDefaults()
+	return c, d.errs, nil
+}
+
+// decoder decodes a parsed document into the configuration's structs one
+// key at a time (BurntSushi/toml stops at the first type error).
+type decoder struct {
+	md   toml.MetaData
+	errs []error
+}
+
+func (d *decoder) bad(key, format string, args ...any) {
+	d.errs = append(d.errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+}
+
+// table decodes the keys of one TOML table into the struct v.
+func (d *decoder) table(m map[string]toml.Primitive, v reflect.Value, path string) map[string]bool {
+	fields := map[string]int{}
+	for i := 0; i < v.NumField(); i++ {
+		if name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("toml"), ","); name != "" && name != "-" {
+			fields[name] = i
+		}
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	set := map[string]bool{}
+	for _, k := range keys {
+		key := k
+		if path != "" {
+			key = path + "." + k
+		}
+		i, ok := fields[k]
+		if !ok {
+			d.bad(key, "unknown key")
+			continue
+		}
+		set[k] = true
+		d.value(m[k], v.Field(i), key)
+	}
+	if dd, ok := v.Addr().Interface().(interface{ decoded(map[string]bool) }); ok {
+		dd.decoded(set)
+	}
+	return set
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// tomlKind names the Go types BurntSushi/toml reports for TOML values.
+var tomlKind = strings.NewReplacer("int64", "integer", "float64", "float", "bool", "boolean",
+	"[]interface {}", "array", "map[string]interface {}", "table", "time.Time", "date-time")
+
+// value decodes one value into v: a table into a struct, an array of
+// tables into a slice of structs, anything else as BurntSushi/toml does.
+func (d *decoder) value(p toml.Primitive, v reflect.Value, key string) {
+	switch {
+	case v.Kind() == reflect.Struct:
+		var m map[string]toml.Primitive
+		if err := d.md.PrimitiveDecode(p, &m); err != nil {
+			d.bad(key, "want a table")
+			return
+		}
+		d.table(m, v, key)
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct:
+		var list []toml.Primitive
+		if err := d.md.PrimitiveDecode(p, &list); err != nil {
+			d.bad(key, "want an array of tables ([[%s]])", key)
+			return
+		}
+		out := reflect.MakeSlice(v.Type(), len(list), len(list))
+		for i, e := range list {
+			d.value(e, out.Index(i), fmt.Sprintf("%s[%d]", key, i))
+		}
+		v.Set(out)
+	default:
+		if err := d.md.PrimitiveDecode(p, v.Addr().Interface()); err != nil {
+			v.Set(reflect.Zero(v.Type()))
+			d.bad(key, "%s", typeProblem(err, v.Type()))
+		}
+	}
+}
+
+// typeProblem words a decoding error of one value without the library's
+// prefix and key (the caller names the key).
+func typeProblem(err error, t reflect.Type) string {
+	msg := err.Error()
+	line := ""
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		msg = pe.Message
+		if pe.Position.Line > 0 {
+			line = fmt.Sprintf(" (line %d)", pe.Position.Line)
+		}
+	}
+	msg = strings.TrimPrefix(msg, "toml: ")
+	// "line 7 (last key "smtp.x"): ...": the caller names the key.
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, after, ok := strings.Cut(rest, " "); ok {
+			if _, tail, ok := strings.Cut(after, "): "); ok {
+				msg, line = tail, " (line "+n+")"
+			}
+		}
+	}
+	if rest, ok := strings.CutPrefix(msg, "incompatible types: TOML value has type "); ok {
+		if got, want, ok := strings.Cut(rest, "; destination has type "); ok {
+			if t == durationType {
+				want = "a duration such as \"30s\" or \"5m\""
+			}
+			msg = "want " + want + ", not " + tomlKind.Replace(got)
+		}
+	}
+	return msg + line
 }
 
 // Load reads, defaults and validates the file at path. Relative paths in it
@@ -226,6 +396,54 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// Check reads the file at path and returns every problem with it found in
+// one run: keys that do not decode or do not exist, what Validate finds
+// in what did decode, and the files CheckFiles cannot open, each by its
+// dotted key (none repeats the file's name). A key that did not decode is
+// not reported again by the checks after it. Only a file that cannot be
+// read or a TOML syntax error stops it early. The Config is nil then.
+func Check(path string) (*Config, []error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, []error{err}
+	}
+	defer f.Close()
+	c, problems, err := Decode(f)
+	if err != nil {
+		return nil, []error{errors.Unwrap(err)}
+	}
+	if abs, err := filepath.Abs(filepath.Dir(path)); err == nil {
+		c.BaseDir = abs
+	}
+	undecoded := make([]string, 0, len(problems))
+	for _, p := range problems {
+		k, _, _ := strings.Cut(p.Error(), ": ")
+		undecoded = append(undecoded, k)
+	}
+	for _, e := range append(split(c.Validate()), split(c.CheckFiles())...) {
+		k, _, _ := strings.Cut(e.Error(), ": ")
+		if !slices.ContainsFunc(undecoded, func(u string) bool { return k == u || strings.HasPrefix(k, u+".") || strings.HasPrefix(k, u+"[") }) {
+			problems = append(problems, e)
+		}
+	}
+	return c, problems
+}
+
+// split undoes errors.Join (nested ones too).
+func split(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, split(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
 // SetDefaults fills in every unset value that has a default.
 func (c *Config) SetDefaults() {
 	if c.Relay.Hostname == "" {
@@ -237,6 +455,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Relay.DataDir == "" {
 		c.Relay.DataDir = "data"
+	}
+	if c.Relay.MinFreeBytes == 0 {
+		c.Relay.MinFreeBytes = DefaultMinFreeBytes
 	}
 	s := &c.SMTP
 	for i := range s.Listeners {
@@ -255,14 +476,19 @@ func (c *Config) SetDefaults() {
 	def(&s.MaxRecipients, DefaultMaxRecipients)
 	def(&s.MaxSessions, 1000)
 	def(&s.MaxSessionsPerIP, 100)
+	def(&s.MaxUnauthSessionsPerNet, DefaultMaxUnauthPerNet)
+	def(&s.MaxLineBytes, DefaultMaxLineBytes)
 	def(&s.AuthFailuresSlow, 3)
 	def(&s.AuthFailuresBlock, 10)
+	def(&s.AuthFailuresBlockAddress, DefaultAuthBlockAddress)
 	defDur := func(p *time.Duration, v time.Duration) {
 		if *p == 0 {
 			*p = v
 		}
 	}
 	defDur(&s.AuthBlockFor, 15*time.Minute)
+	defDur(&s.AuthTimeout, DefaultAuthTimeout)
+	defDur(&s.DataTimeout, DefaultDataTimeout)
 	defDur(&s.ReadTimeout, 5*time.Minute)
 	defDur(&s.WriteTimeout, 5*time.Minute)
 	for i := range c.Credentials {
@@ -329,6 +555,9 @@ func (c *Config) Validate() error {
 	if c.Relay.DataDir == "" {
 		p.add("relay.data_dir", "must be set")
 	}
+	if c.Relay.MinFreeBytes < 0 {
+		p.add("relay.min_free_bytes", "must be >= 0")
+	}
 	for i, d := range c.Relay.ClickDomains {
 		if !validAuthority(d) {
 			p.add(fmt.Sprintf("relay.click_domains[%d]", i), "%q is not host[:port]", d)
@@ -375,11 +604,28 @@ func (c *Config) Validate() error {
 	} else if s.MaxSessionsPerIP > s.MaxSessions && s.MaxSessions > 0 {
 		p.add("smtp.max_sessions_per_ip", "must be <= smtp.max_sessions")
 	}
+	if s.MaxUnauthSessionsPerNet <= 0 {
+		p.add("smtp.max_unauth_sessions_per_net", "must be > 0")
+	}
+	if s.MaxLineBytes < 1000 {
+		p.add("smtp.max_line_bytes", "must be >= 1000 (RFC 5321 lines are up to 1000 bytes)")
+	} else if int64(s.MaxLineBytes) > s.MaxMessageBytes && s.MaxMessageBytes > 0 {
+		p.add("smtp.max_line_bytes", "must be <= smtp.max_message_bytes")
+	}
 	if s.AuthFailuresSlow <= 0 {
 		p.add("smtp.auth_failures_slow", "must be > 0")
 	}
 	if s.AuthFailuresBlock < s.AuthFailuresSlow {
 		p.add("smtp.auth_failures_block", "must be >= smtp.auth_failures_slow")
+	}
+	if s.AuthFailuresBlockAddress < s.AuthFailuresBlock {
+		p.add("smtp.auth_failures_block_address", "must be >= smtp.auth_failures_block")
+	}
+	if s.AuthTimeout <= 0 {
+		p.add("smtp.auth_timeout", "must be > 0")
+	}
+	if s.DataTimeout < s.ReadTimeout {
+		p.add("smtp.data_timeout", "must be >= smtp.read_timeout")
 	}
 	if s.AuthBlockFor <= 0 {
 		p.add("smtp.auth_block_for", "must be > 0")
@@ -468,8 +714,11 @@ func (c *Config) Validate() error {
 		if cr.ClickDomain != "" && !validAuthority(cr.ClickDomain) {
 			p.add(k+".click_domain", "%q is not host[:port]", cr.ClickDomain)
 		}
-		if cr.Scheme != "http" && cr.Scheme != "https" {
+		switch {
+		case cr.Scheme != "http" && cr.Scheme != "https":
 			p.add(k+".scheme", "%q: must be http or https", cr.Scheme)
+		case cr.Scheme == "http" && !c.redirectorServesHTTP():
+			p.add(k+".scheme", "\"http\": the redirector has no plain-HTTP listener (redirector.tls_cert is set), so http links would not open; use https")
 		}
 		if !upstreams[cr.Upstream] {
 			p.add(k+".upstream", "%q is not in upstreams", cr.Upstream)
@@ -546,6 +795,15 @@ func (c *Config) CheckFiles() error {
 		check(fmt.Sprintf("upstreams[%d].ca_file", i), u.CAFile)
 	}
 	return errors.Join(p...)
+}
+
+// redirectorServesHTTP says whether the redirector has a plain-HTTP
+// listener, which links with scheme "http" need. The one place for this
+// rule: today the redirector has one listener, HTTPS when
+// redirector.tls_cert is set; a separate HTTPS listener (tls_listen)
+// leaves the plain one in place.
+func (c *Config) redirectorServesHTTP() bool {
+	return c.Redirector.TLSCert == ""
 }
 
 // Credential returns the credential named username, or nil.

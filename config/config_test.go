@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,4 +173,152 @@ func TestLoadResolvesPathsAndCheckFiles(t *testing.T) {
 	if _, err := Load(filepath.Join(dir, "missing.toml")); err == nil {
 		t.Error("missing file loaded")
 	}
+}
+
+// Credentials track clicks and opens unless told not to, when they have a
+// click domain; one without a click domain keeps working, tracking nothing.
+func TestCredentialTrackingDefaults(t *testing.T) {
+	const hash = "$2a$10$wZfFxep1cB.Wy.5RlVvo.ecILBtol3uCu0Algd2alryQC5x1NgcBq"
+	src := strings.Replace(minimal, "clicks = true\n", "", 1) + `
+[[credentials]]
+username = "off"
+password_hash = "` + hash + `"
+account = "a"
+click_domain = "click.example.com"
+clicks = false
+track_signed = true
+[[credentials]]
+username = "nodomain"
+password_hash = "` + hash + `"
+account = "a"
+`
+	c, err := Parse(strings.NewReader(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		user                       string
+		clicks, opens, trackSigned bool
+	}{{"u", true, true, false}, {"off", false, true, true}, {"nodomain", false, false, false}} {
+		cr := c.Credential(tc.user)
+		if cr.Clicks != tc.clicks || cr.Opens != tc.opens || cr.TrackSigned != tc.trackSigned {
+			t.Errorf("%s: clicks %v opens %v track_signed %v, want %v %v %v", tc.user, cr.Clicks, cr.Opens, cr.TrackSigned, tc.clicks, tc.opens, tc.trackSigned)
+		}
+	}
+	// A Config built in Go keeps its zero values.
+	var cr Credential
+	if cr.Clicks || cr.Opens {
+		t.Error("zero Credential tracks")
+	}
+}
+
+// Decode reports every value of the wrong type by its dotted key and still
+// decodes the others.
+func TestDecodeKeyByKey(t *testing.T) {
+	src := "[relay]\ndata_dir = 5\nhostname = \"h\"\n[smtp]\nmax_recipients = \"x\"\nmax_sessions = 7\n[[upstreams]]\nname = \"u\"\nport = \"25\"\nhost = \"mx.test\"\n[logs]\nretention_days = 3\nbogus = 1\n[delivery]\nworkers = 1.5\n"
+	c, problems, err := Decode(strings.NewReader(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range problems {
+		got = append(got, p.Error())
+	}
+	want := []string{
+		"relay.data_dir: want string, not integer (line 2)",
+		"smtp.max_recipients: want integer, not string (line 5)",
+		"upstreams[0].port: want integer, not string (line 9)",
+		"logs.bogus: unknown key",
+		"delivery.workers: want integer, not float (line 15)",
+	}
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			t.Errorf("problems lack %q: %q", w, got)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d problems, want %d: %q", len(got), len(want), got)
+	}
+	if c.Relay.Hostname != "h" || c.SMTP.MaxSessions != 7 || c.Upstreams[0].Host != "mx.test" || c.Logs.RetentionDays != 3 {
+		t.Errorf("the good keys were not decoded: %+v", c)
+	}
+	if c.SMTP.MaxRecipients != DefaultMaxRecipients {
+		t.Errorf("a bad value did not fall back to its default: %d", c.SMTP.MaxRecipients)
+	}
+	if _, err := Parse(strings.NewReader(src)); err == nil || !strings.HasPrefix(err.Error(), "config: ") {
+		t.Errorf("Parse: %v", err)
+	}
+	if _, _, err := Decode(strings.NewReader("[relay\n")); err == nil {
+		t.Error("a syntax error decoded")
+	}
+}
+
+func TestNewSMTPKeys(t *testing.T) {
+	c, err := Parse(strings.NewReader(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.SMTP
+	if s.DataTimeout != DefaultDataTimeout || s.AuthTimeout != DefaultAuthTimeout || s.MaxLineBytes != DefaultMaxLineBytes ||
+		s.MaxUnauthSessionsPerNet != DefaultMaxUnauthPerNet || s.AuthFailuresBlockAddress != DefaultAuthBlockAddress ||
+		c.Relay.MinFreeBytes != DefaultMinFreeBytes {
+		t.Errorf("defaults: %+v %+v", s, c.Relay)
+	}
+	for _, tc := range []struct{ edit, want string }{
+		{"data_timeout = \"1m\"\n", "smtp.data_timeout: must be >= smtp.read_timeout"},
+		{"max_line_bytes = 10\n", "smtp.max_line_bytes: must be >= 1000"},
+		{"auth_failures_block_address = 2\n", "smtp.auth_failures_block_address: must be >= smtp.auth_failures_block"},
+		{"auth_timeout = \"-1s\"\n", "smtp.auth_timeout: must be > 0"},
+		{"max_unauth_sessions_per_net = -1\n", "smtp.max_unauth_sessions_per_net: must be > 0"},
+	} {
+		c, err := Parse(strings.NewReader(strings.Replace(minimal, "[[smtp.listeners]]", "[smtp]\n"+tc.edit+"[[smtp.listeners]]", 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v", tc.edit, err)
+		}
+	}
+	c.Redirector.TLSCert, c.Redirector.TLSKey = "c", "k"
+	c.Credentials[0].Scheme = "http"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "credentials[0].scheme") {
+		t.Errorf("http credential with an HTTPS-only redirector: %v", err)
+	}
+	c.Redirector.TLSCert, c.Redirector.TLSKey = "", ""
+	if err := c.Validate(); err != nil {
+		t.Errorf("http credential with a plain redirector: %v", err)
+	}
+}
+
+// Every key of the file, with its default, is in example.toml (set, or
+// commented out). [redirector] is checked by its own tests.
+func TestExampleShowsEveryKey(t *testing.T) {
+	ex := string(Example())
+	var walk func(typ reflect.Type, path string)
+	walk = func(typ reflect.Type, path string) {
+		for i := 0; i < typ.NumField(); i++ {
+			f := typ.Field(i)
+			name := f.Tag.Get("toml")
+			if name == "" || name == "-" || path == "" && name == "redirector" {
+				continue // [redirector] has its own tests
+			}
+			key := strings.TrimPrefix(path+"."+name, ".")
+			ft := f.Type
+			if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct && ft != reflect.TypeFor[time.Duration]() {
+				walk(ft, key)
+				continue
+			}
+			re := regexp.MustCompile(`(?m)^#? *` + regexp.QuoteMeta(name) + ` *=`)
+			if !re.MatchString(ex) {
+				t.Errorf("example.toml does not show %s", key)
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), "")
 }

@@ -54,7 +54,7 @@ func (q *Queue) writeCopy(dst io.Writer, src io.Reader, c *store.Copy, onLink fu
 		bw.Reset(nil)
 		copyWriters.Put(bw)
 	}()
-	_, err := mime.Rewrite(bw, src, mime.Options{TrackText: c.Text && c.Clicks}, func(mime.Controls) (mime.Tracker, error) {
+	_, err := mime.Rewrite(bw, src, mime.Options{TrackText: c.Text && c.Clicks, TrackSigned: c.TrackSigned}, func(mime.Controls) (mime.Tracker, error) {
 		if !c.Clicks && !c.Opens {
 			return nil, nil
 		}

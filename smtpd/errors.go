@@ -17,6 +17,11 @@ import (
 // answers 552 5.3.4.
 var ErrTooBig = errors.New("smtpd: message exceeds the size limit")
 
+// ErrInsufficientStorage is returned (possibly wrapped) by the spool when
+// the disk holding it is below its free-space reserve, or full. The SMTP
+// side answers 452 4.3.1; the message can be sent again later.
+var ErrInsufficientStorage = errors.New("smtpd: spool: not enough free disk space")
+
 // Replies the session gives. go-smtp writes an *smtp.SMTPError as it is,
 // and only when it is not wrapped, so every error leaving a session method
 // is one of these or passes through replyError.
@@ -76,6 +81,11 @@ var (
 		EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 		Message:      "Local error, message not accepted; try again later",
 	}
+	errNoStorage = &smtp.SMTPError{
+		Code:         452,
+		EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+		Message:      "Insufficient system storage: the relay is low on disk space; try again later",
+	}
 )
 
 // replyError is the error boundary of the SMTP session: every error that
@@ -108,12 +118,25 @@ func replyError(log *slog.Logger, op string, err error, maxBytes int64) error {
 	if errors.Is(err, ErrTooBig) {
 		return tooBig(maxBytes)
 	}
+	if errors.Is(err, ErrInsufficientStorage) {
+		log.Warn("smtp message refused: low on disk space", "op", op, "err", err)
+		return errNoStorage
+	}
 	level := slog.LevelError
 	if errors.Is(err, context.Canceled) || errors.Is(err, smtp.ErrDataReset) {
 		level = slog.LevelInfo // the client or a shutdown ended it
 	}
 	log.Log(context.Background(), level, "smtp command failed", "op", op, "err", err)
 	return errLocalFailure
+}
+
+// lineTooLong is the refusal of a message with a line longer than go-smtp
+// reads (its MaxLineLength; the connection is closed after it, as go-smtp
+// cannot find the next command). It is permanent, so that a client does
+// not send the same message for ever.
+func lineTooLong(maxLine int) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "Message has a line longer than " + strconv.Itoa(maxLine) + " bytes; wrap its lines or encode it (base64 or quoted-printable)"}
 }
 
 func tooBig(maxBytes int64) *smtp.SMTPError {

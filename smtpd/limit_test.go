@@ -3,6 +3,7 @@ package smtpd
 import (
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 
 func TestAuthLimiter(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newAuthLimiter(2, 4, time.Second, time.Hour, 3)
+	l := newAuthLimiter(2, 4, 100, time.Second, time.Hour, 6)
 	l.now = func() time.Time { return now }
 	a := netip.MustParseAddr("192.0.2.1")
 	steps := []struct {
@@ -22,58 +23,92 @@ func TestAuthLimiter(t *testing.T) {
 		blocked bool
 	}{{0, false}, {time.Second, false}, {2 * time.Second, false}, {0, true}}
 	for i, st := range steps {
-		d, b, _ := l.fail(a)
+		d, b, _ := l.fail(a, "u")
 		if d != st.delay || b != st.blocked {
 			t.Fatalf("failure %d: delay %v blocked %v, want %v %v", i+1, d, b, st.delay, st.blocked)
 		}
 	}
-	if left, b := l.blocked(a); !b || left != time.Hour {
+	if left, b := l.blocked(a, "u"); !b || left != time.Hour {
 		t.Fatalf("blocked = %v %v", left, b)
 	}
-	l.succeed(a) // a success does not lift a block
-	if _, b := l.blocked(a); !b {
+	// Only that username is blocked at that address: not another user
+	// behind the same address, nor the address as a whole.
+	if _, b := l.blocked(a, "other"); b {
+		t.Fatal("another username blocked by u's failures")
+	}
+	if _, b := l.blocked(a, ""); b {
+		t.Fatal("the address blocked by one username's failures")
+	}
+	l.succeed(a, "u") // a success does not lift a block
+	if _, b := l.blocked(a, "u"); !b {
 		t.Fatal("block lifted by a success")
 	}
 	now = now.Add(time.Hour + time.Second)
-	if _, b := l.blocked(a); b {
+	if _, b := l.blocked(a, "u"); b {
 		t.Fatal("block did not expire")
 	}
 	// After the window, the count starts over.
 	now = now.Add(time.Hour)
-	if d, b, _ := l.fail(a); d != 0 || b {
+	if d, b, _ := l.fail(a, "u"); d != 0 || b {
 		t.Fatalf("after the window: %v %v", d, b)
 	}
-	l.succeed(a)
-	if l.len() != 0 {
-		t.Fatal("success did not clear the entry")
+	l.succeed(a, "u")
+	if l.len() != 1 { // the address's own count stays
+		t.Fatalf("success left %d entries, want the address's only", l.len())
 	}
-	// An IPv6 /64 is one entry.
-	l.fail(netip.MustParseAddr("2001:db8::1"))
-	l.fail(netip.MustParseAddr("2001:db8::2"))
-	if d, _, _ := l.fail(netip.MustParseAddr("2001:db8::ffff")); d != 2*time.Second {
+	// An IPv6 /64 is one address.
+	l.fail(netip.MustParseAddr("2001:db8::1"), "v")
+	l.fail(netip.MustParseAddr("2001:db8::2"), "v")
+	if d, _, _ := l.fail(netip.MustParseAddr("2001:db8::ffff"), "v"); d != 2*time.Second {
 		t.Errorf("IPv6 /64 not counted together: delay %v", d)
 	}
 	// The table stays within its size, keeping blocked entries first.
 	for range 4 {
-		l.fail(a)
+		l.fail(a, "u")
 	}
 	for i := range 100 {
-		l.fail(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}))
-		if n := l.len(); n > 3 {
-			t.Fatalf("table holds %d entries, cap 3", n)
+		l.fail(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), "u")
+		if n := l.len(); n > 6 {
+			t.Fatalf("table holds %d entries, cap 6", n)
 		}
 	}
-	if _, b := l.blocked(a); !b {
-		t.Error("a blocked address was evicted while unblocked ones could go")
+	if _, b := l.blocked(a, "u"); !b {
+		t.Error("a blocked entry was evicted while unblocked ones could go")
 	}
 	// The delay is capped at 8 steps.
-	l2 := newAuthLimiter(1, 0, time.Second, time.Hour, 10)
+	l2 := newAuthLimiter(1, 0, 0, time.Second, time.Hour, 10)
 	var d time.Duration
 	for range 20 {
-		d, _, _ = l2.fail(a)
+		d, _, _ = l2.fail(a, "u")
 	}
 	if d != 8*time.Second {
 		t.Errorf("delay %v, want the 8s cap", d)
+	}
+}
+
+// Many usernames failing from one address block the address as a whole,
+// after more failures than one username needs.
+func TestAuthLimiterAddress(t *testing.T) {
+	l := newAuthLimiter(100, 3, 5, time.Millisecond, time.Hour, 100)
+	a := netip.MustParseAddr("192.0.2.9")
+	for i := range 4 {
+		if _, b, _ := l.fail(a, "user"+strconv.Itoa(i)); b {
+			t.Fatalf("failure %d of distinct users blocked", i+1)
+		}
+	}
+	if _, b := l.blocked(a, ""); b {
+		t.Fatal("address blocked after 4 failures, limit 5")
+	}
+	if _, b, _ := l.fail(a, "user9"); !b {
+		t.Fatal("5th failure from the address did not block it")
+	}
+	for _, u := range []string{"", "someone-new"} {
+		if _, b := l.blocked(a, u); !b {
+			t.Errorf("blocked(%q) = false after the address block", u)
+		}
+	}
+	if _, b := l.blocked(netip.MustParseAddr("192.0.2.10"), ""); b {
+		t.Error("a neighbour address blocked")
 	}
 }
 

@@ -51,15 +51,33 @@ type ServerConfig struct {
 	MaxRecipients    int   // per message, default 100
 	MaxSessions      int   // connections in total, default 1000
 	MaxSessionsPerIP int   // connections per address, default 20
+	// MaxUnauthPerNet bounds the connections from one /24 (IPv4) or /64
+	// (IPv6) that have not authenticated yet, trusted networks aside;
+	// default 50.
+	MaxUnauthPerNet int
+	// MaxLineLength bounds a line, of a command or of message data (go-smtp
+	// reads both through one limit); a message with a longer line is
+	// refused with 554 5.6.0. Default 1 MiB, at most MaxMessageBytes.
+	MaxLineLength int
 
-	ReadTimeout  time.Duration // per command line or DATA read, default 5m
+	ReadTimeout time.Duration // idle limit: per command line, and per read of message data; default 5m
+	// DataTimeout bounds the message data of one transaction as a whole
+	// (DATA, or every BDAT chunk of it), however steadily it arrives;
+	// default 1h.
+	DataTimeout time.Duration
+	// AuthTimeout is how long a connection may go without authenticating
+	// (trusted networks aside); default 45s.
+	AuthTimeout  time.Duration
 	WriteTimeout time.Duration // per reply, default 1m
 
-	AuthSlowAfter  int           // failures per address before replies slow down, default 3
-	AuthBlockAfter int           // failures per address before it is refused, default 10
-	AuthDelay      time.Duration // added per failure past AuthSlowAfter (capped at 8x), default 1s
-	AuthBlockFor   time.Duration // how long a blocked address is refused, default 15m
-	AuthTableSize  int           // addresses remembered, default 65536
+	AuthSlowAfter  int // failures per address before replies slow down, default 3
+	AuthBlockAfter int // failures of one username from one address before it is refused there, default 10
+	// AuthBlockAddressAfter is the failures from one address, whatever the
+	// usernames, before the address is refused; default 3 x AuthBlockAfter.
+	AuthBlockAddressAfter int
+	AuthDelay             time.Duration // added per failure past AuthSlowAfter (capped at 8x), default 1s
+	AuthBlockFor          time.Duration // how long a blocked address is refused, default 15m
+	AuthTableSize         int           // addresses remembered, default 65536
 
 	Logger     *slog.Logger          // default slog.Default()
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered
@@ -76,7 +94,12 @@ func (c *ServerConfig) defaults() error {
 	neg("max_recipients", int64(c.MaxRecipients))
 	neg("max_sessions", int64(c.MaxSessions))
 	neg("max_sessions_per_ip", int64(c.MaxSessionsPerIP))
+	neg("max_unauth_sessions_per_net", int64(c.MaxUnauthPerNet))
+	neg("max_line_length", int64(c.MaxLineLength))
 	neg("read_timeout", int64(c.ReadTimeout))
+	neg("data_timeout", int64(c.DataTimeout))
+	neg("auth_timeout", int64(c.AuthTimeout))
+	neg("auth_block_address_after", int64(c.AuthBlockAddressAfter))
 	neg("write_timeout", int64(c.WriteTimeout))
 	neg("auth_slow_after", int64(c.AuthSlowAfter))
 	neg("auth_block_after", int64(c.AuthBlockAfter))
@@ -113,10 +136,18 @@ func (c *ServerConfig) defaults() error {
 	set(&c.MaxRecipients, 100)
 	set(&c.MaxSessions, 1000)
 	set(&c.MaxSessionsPerIP, 20)
+	set(&c.MaxUnauthPerNet, 50)
+	set(&c.MaxLineLength, 1<<20)
+	if int64(c.MaxLineLength) > c.MaxMessageBytes {
+		c.MaxLineLength = int(c.MaxMessageBytes)
+	}
 	setD(&c.ReadTimeout, 5*time.Minute)
+	setD(&c.DataTimeout, time.Hour)
+	setD(&c.AuthTimeout, 45*time.Second)
 	setD(&c.WriteTimeout, time.Minute)
 	set(&c.AuthSlowAfter, 3)
 	set(&c.AuthBlockAfter, 10)
+	set(&c.AuthBlockAddressAfter, 3*c.AuthBlockAfter)
 	setD(&c.AuthDelay, time.Second)
 	setD(&c.AuthBlockFor, 15*time.Minute)
 	set(&c.AuthTableSize, 65536)
@@ -148,6 +179,7 @@ type Server struct {
 	connMu sync.Mutex
 	conns  map[*trackedConn]struct{}
 	perIP  map[netip.Addr]int
+	unauth map[netip.Prefix]int // connections not yet authenticated, per /24 or /64
 
 	lnMu      sync.Mutex
 	listeners map[net.Listener]struct{} // ours, closed by Shutdown and Close
@@ -164,12 +196,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		cfg:        cfg,
 		log:        cfg.Logger,
-		authLimit:  newAuthLimiter(cfg.AuthSlowAfter, cfg.AuthBlockAfter, cfg.AuthDelay, cfg.AuthBlockFor, cfg.AuthTableSize),
+		authLimit:  newAuthLimiter(cfg.AuthSlowAfter, cfg.AuthBlockAfter, cfg.AuthBlockAddressAfter, cfg.AuthDelay, cfg.AuthBlockFor, cfg.AuthTableSize),
 		salt:       make([]byte, 32),
 		isLoopback: netip.Addr.IsLoopback,
 		conns:      make(map[*trackedConn]struct{}),
 		listeners:  make(map[net.Listener]struct{}),
 		perIP:      make(map[netip.Addr]int),
+		unauth:     make(map[netip.Prefix]int),
 		refusing:   make(chan struct{}, maxRefusing),
 		bcryptSem:  make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}
@@ -192,6 +225,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	srv.TLSConfig = cfg.TLS
 	srv.MaxMessageBytes = cfg.MaxMessageBytes
 	srv.MaxRecipients = cfg.MaxRecipients
+	// go-smtp applies one line limit to commands and message data alike:
+	// long enough for the long lines real messages have, short enough to
+	// bound the memory a command line can take.
+	srv.MaxLineLength = cfg.MaxLineLength
 	srv.ReadTimeout = cfg.ReadTimeout
 	srv.WriteTimeout = cfg.WriteTimeout
 	srv.EnableSMTPUTF8 = true
@@ -224,6 +261,15 @@ func (s *Server) SetTrusted(nets []TrustedNetwork) {
 // trustedCred returns the credential of the most specific trusted network
 // holding ip, or nil.
 func (s *Server) trustedCred(ip netip.Addr) *Credential {
+	t := s.trustedNet(ip)
+	if t == nil {
+		return nil
+	}
+	return t.Cred
+}
+
+// trustedNet returns the most specific trusted network holding ip, or nil.
+func (s *Server) trustedNet(ip netip.Addr) *TrustedNetwork {
 	if !ip.IsValid() {
 		return nil
 	}
@@ -234,10 +280,7 @@ func (s *Server) trustedCred(ip netip.Addr) *Credential {
 			best = t
 		}
 	}
-	if best == nil {
-		return nil
-	}
-	return best.Cred
+	return best
 }
 
 // Serve accepts connections on ln in mode until Shutdown or Close, after
@@ -368,7 +411,7 @@ func newFrontMetrics(reg prometheus.Registerer) (*frontMetrics, error) {
 	for _, r := range []string{"success", "failure", "error", "blocked"} {
 		m.auth.WithLabelValues(r)
 	}
-	for _, r := range []string{"auth_blocked", "max_sessions", "max_sessions_per_ip"} {
+	for _, r := range []string{"auth_blocked", "max_sessions", "max_sessions_per_ip", "max_unauthenticated_per_net"} {
 		m.refused.WithLabelValues(r)
 	}
 	for _, r := range []string{"accepted", "refused"} {

@@ -26,6 +26,7 @@ import (
 type session struct {
 	srv    *Server
 	log    *slog.Logger
+	sc     *smtp.Conn
 	conn   *trackedConn // nil if the connection is not one of ours
 	ip     netip.Addr
 	remote string
@@ -33,13 +34,14 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu     sync.Mutex
-	cred   *Credential
-	user   string // AUTH username, "" when trusted
-	from   string
-	mail   *smtp.MailOptions
-	rcpts  []string
-	closed bool
+	mu      sync.Mutex
+	cred    *Credential
+	trusted string // the trusted network's prefix, when cred comes from one
+	user    string // AUTH username, "" when trusted
+	from    string
+	mail    *smtp.MailOptions
+	rcpts   []string
+	closed  bool
 }
 
 var (
@@ -61,6 +63,7 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	ss := &session{
 		srv:    s,
+		sc:     c,
 		conn:   tc,
 		ip:     ip,
 		remote: nc.RemoteAddr().String(),
@@ -68,7 +71,9 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 		ctx:    ctx,
 		cancel: cancel,
 		log:    s.log.With("remote", nc.RemoteAddr().String(), "session", id),
-		cred:   s.trustedCred(ip),
+	}
+	if t := s.trustedNet(ip); t != nil {
+		ss.cred, ss.trusted = t.Cred, t.Prefix.String()
 	}
 	ss.log.Debug("smtp session", "tls", isTLS, "helo", printable(c.Hostname(), 255), "trusted", ss.cred != nil)
 	return ss, nil
@@ -94,7 +99,7 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	if inTx {
 		return nil, errAuthInTransaction
 	}
-	if d, blocked := ss.srv.authLimit.blocked(ss.ip); blocked {
+	if d, blocked := ss.srv.authLimit.blocked(ss.ip, ""); blocked {
 		ss.srv.metrics.auth.WithLabelValues("blocked").Inc()
 		return nil, &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: blockedText(d)}
 	}
@@ -113,14 +118,24 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 }
 
 // authenticate checks a username and password. Failures are counted per
-// address, delayed past the limiter's threshold, and refused once blocked.
+// address and username (and per address), delayed past the limiter's
+// threshold, and refused once blocked; a blocked username is refused
+// without a check.
 func (ss *session) authenticate(username, password string) error {
+	if d, blocked := ss.srv.authLimit.blocked(ss.ip, username); blocked {
+		ss.srv.metrics.auth.WithLabelValues("blocked").Inc()
+		ss.log.Warn("smtp auth refused: blocked", "user", printable(username, 64))
+		return &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: blockedText(d)}
+	}
 	cred, err := ss.srv.users.Load().verify(ss.srv.salt, ss.srv.bcryptSem, username, password)
 	if err == nil {
-		ss.srv.authLimit.succeed(ss.ip)
+		ss.srv.authLimit.succeed(ss.ip, username)
+		if ss.conn != nil {
+			ss.srv.authenticated(ss.conn)
+		}
 		ss.srv.metrics.auth.WithLabelValues("success").Inc()
 		ss.mu.Lock()
-		ss.cred, ss.user = cred, username
+		ss.cred, ss.user, ss.trusted = cred, username, ""
 		ss.mu.Unlock()
 		ss.log.Info("smtp auth", "user", printable(username, 64), "account", cred.Account)
 		return nil
@@ -131,7 +146,7 @@ func (ss *session) authenticate(username, password string) error {
 		return errAuthTempFail
 	}
 	ss.srv.metrics.auth.WithLabelValues("failure").Inc()
-	delay, blocked, left := ss.srv.authLimit.fail(ss.ip)
+	delay, blocked, left := ss.srv.authLimit.fail(ss.ip, username)
 	ss.log.Warn("smtp auth failed", "user", printable(username, 64), "delay", delay, "blocked", blocked)
 	if blocked {
 		return &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: blockedText(left)}
@@ -177,6 +192,13 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if from != "" {
 		if err := checkAddress(from, opts.UTF8, errBadSender); err != nil {
 			return err
+		}
+	}
+	// Refused now, before the client sends the message, when the disk is
+	// below its reserve (RFC 5321 §4.2.2 names 452 for this).
+	if sc, ok := ss.srv.cfg.Submitter.(SpaceChecker); ok {
+		if err := sc.CheckSpace(opts.Size); err != nil {
+			return replyError(ss.log, "mail", err, ss.srv.cfg.MaxMessageBytes)
 		}
 	}
 	ss.from, ss.mail, ss.rcpts = from, opts, nil
@@ -227,17 +249,43 @@ func (ss *session) Data(r io.Reader) error {
 		Body8Bit:   ss.mail.Body == smtp.Body8BitMIME || ss.mail.Body == smtp.BodyBinaryMIME,
 		Size:       ss.mail.Size,
 		RemoteAddr: ss.remote,
+		Trace:      ss.trace(),
 	}
 	ctx, user := ss.ctx, ss.user
 	ss.mu.Unlock()
-	if pr, ok := r.(*io.PipeReader); ok && ss.conn != nil {
-		run := &bdatRun{r: pr, done: make(chan struct{})}
-		ss.conn.bdat.Store(run)
-		defer close(run.done)
+	_, chunked := r.(*io.PipeReader)
+	if ss.conn != nil {
+		ss.conn.startData()
+		defer ss.conn.endData()
+		if chunked {
+			run := &bdatRun{r: r.(*io.PipeReader), done: make(chan struct{})}
+			ss.conn.bdat.Store(run)
+			defer close(run.done)
+		}
+	}
+	body := r
+	var fix *dotFixer
+	if !chunked {
+		fix = &dotFixer{r: r}
+		body = fix
+		if ss.conn != nil {
+			ss.conn.pauses.Store(true)
+		}
 	}
 
 	max := ss.srv.cfg.MaxMessageBytes
-	rcpt, err := ss.srv.cfg.Submitter.Submit(ctx, sub, &sizeLimitReader{r: r, n: max})
+	rcpt, err := ss.srv.cfg.Submitter.Submit(ctx, sub, &sizeLimitReader{r: body, n: max})
+	timedOut := ss.dataTimeout(err)
+	if fix != nil && timedOut == nil {
+		// Read to the end here, not in go-smtp, which may miss it.
+		_, _ = io.Copy(io.Discard, fix)
+		if fix.endedEarly && ss.conn != nil {
+			ss.conn.endDataEarly()
+		}
+	}
+	if fix != nil && ss.conn != nil {
+		ss.conn.pauses.Store(false) // go-smtp drains what is left: no pauses
+	}
 	if err == nil && (rcpt == nil || len(rcpt.CopyIDs) != len(sub.Recipients)) {
 		err = errors.New("smtpd: submitter returned no receipt or the wrong number of copies")
 	}
@@ -246,6 +294,13 @@ func (ss *session) Data(r io.Reader) error {
 		if errors.Is(err, smtp.ErrDataTooLarge) {
 			err = ErrTooBig
 		}
+		if errors.Is(err, smtp.ErrTooLongLine) {
+			ss.log.Info("smtp message refused: line too long", "rcpts", len(sub.Recipients), "max_line", ss.srv.cfg.MaxLineLength)
+			return lineTooLong(ss.srv.cfg.MaxLineLength)
+		}
+		if timedOut != nil {
+			return timedOut
+		}
 		rerr := replyError(ss.log, "data", err, max)
 		ss.log.Info("smtp message refused", "rcpts", len(sub.Recipients), "code", rerr.(*smtp.SMTPError).Code)
 		return rerr
@@ -253,6 +308,37 @@ func (ss *session) Data(r io.Reader) error {
 	ss.srv.metrics.messages.WithLabelValues("accepted").Inc()
 	ss.log.Info("smtp message accepted", "id", store.FormatID(rcpt.MessageID), "rcpts", len(sub.Recipients), "user", printable(user, 64))
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: queuedText(rcpt)}
+}
+
+// trace describes the session for the Received field. Called with mu held.
+func (ss *session) trace() *Trace {
+	tr := &Trace{Via: "SMTP", RemoteIP: ss.ip, AuthUser: ss.user, Trusted: ss.trusted}
+	if ss.sc != nil {
+		tr.Helo = ss.sc.Hostname()
+		if cs, ok := ss.sc.TLSConnectionState(); ok {
+			tr.TLSVersion, tr.TLSCipher = cs.Version, cs.CipherSuite
+		}
+	}
+	return tr
+}
+
+// dataTimeout turns a read of message data that timed out into its
+// reply, and ends the connection after it: what the client sends next
+// would otherwise be read as commands. It returns nil for other errors.
+func (ss *session) dataTimeout(err error) error {
+	var ne net.Error
+	if err == nil || !errors.As(err, &ne) || !ne.Timeout() || ss.conn == nil {
+		return nil
+	}
+	cfg := &ss.srv.cfg
+	elapsed := ss.conn.dataElapsed()
+	ss.conn.closeReads()
+	msg := "No message data for " + cfg.ReadTimeout.String() + "; connection closed, send the message again"
+	if elapsed >= cfg.DataTimeout-time.Second {
+		msg = "Message data took longer than " + cfg.DataTimeout.String() + "; connection closed, send the message again or on a faster link"
+	}
+	ss.log.Info("smtp message refused: data timeout", "elapsed", elapsed.Round(time.Millisecond))
+	return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: msg}
 }
 
 // maxListedIDs bounds the copy ids named in the reply to DATA.

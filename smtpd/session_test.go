@@ -187,16 +187,21 @@ func TestWrongPasswords(t *testing.T) {
 	}
 }
 
-// TestBruteForce: past AuthSlowAfter failures the replies slow down, at
-// AuthBlockAfter the address is refused, on AUTH and at connect, even
-// with the right password.
+// TestBruteForce: past AuthSlowAfter failures of one username the replies
+// slow down; at AuthBlockAfter that username is refused from that address,
+// even with the right password, while another user behind the same
+// address still logs in; at AuthBlockAddressAfter failures, whatever the
+// usernames, the address is refused, on AUTH and at connect.
 func TestBruteForce(t *testing.T) {
 	const step = 150 * time.Millisecond
+	other := &Credential{Username: "other", Account: "acme"}
 	e := newEnv(t, func(c *ServerConfig) {
 		c.AuthSlowAfter = 2
 		c.AuthBlockAfter = 4
+		c.AuthBlockAddressAfter = 7
 		c.AuthDelay = step
 		c.AuthBlockFor = time.Hour
+		c.Users["other"] = User{Hash: testHash(t), Cred: other}
 	})
 	r := e.rawTLS(t)
 	wantMin := []time.Duration{0, step, 2 * step}
@@ -215,9 +220,21 @@ func TestBruteForce(t *testing.T) {
 	}
 	r.authPlain(testUser, testPassword)
 	r.expectPrefix(454, "4.7.0")
-	// A new connection is refused at once.
-	r2 := e.rawPlain(t)
-	r2.expectPrefix(421, "4.7.0")
+	// Another user at the same address is not locked out.
+	r2 := e.rawTLS(t)
+	r2.authPlain("other", testPassword)
+	r2.expect(235)
+	// More failures from the address, with other names, block it whole.
+	r3 := e.rawTLS(t)
+	for i := range 3 {
+		r3.authPlain(fmt.Sprintf("nobody-%d", i), "x")
+		code, _ := r3.reply()
+		if i < 2 && code != 535 || i == 2 && code != 454 {
+			t.Fatalf("failure %d from the address: %d", i+5, code)
+		}
+	}
+	r4 := e.rawPlain(t)
+	r4.expectPrefix(421, "4.7.0")
 	// So is one over implicit TLS, in TLS.
 	c, err := tlsDial(e.tlsAddr, e)
 	if err != nil {
@@ -227,8 +244,51 @@ func TestBruteForce(t *testing.T) {
 	if line := readLine(t, c); !strings.HasPrefix(line, "421 4.7.0 Too many failed logins") {
 		t.Errorf("implicit TLS greeting %q", line)
 	}
+	// The session that logged in before keeps working.
+	r2.cmd("MAIL FROM:<a@x.test>")
+	r2.expect(250)
 	if e.sub.count() != 0 {
 		t.Error("something was submitted")
+	}
+}
+
+// TestBruteForceSparesTrusted: failed logins from an address never lock
+// out the trusted, no-AUTH path from it (the dev setup's loopback).
+func TestBruteForceSparesTrusted(t *testing.T) {
+	e := newEnv(t, func(c *ServerConfig) {
+		c.AuthSlowAfter = 1
+		c.AuthBlockAfter = 2
+		c.AuthBlockAddressAfter = 2
+		c.AuthDelay = time.Millisecond
+		c.AuthBlockFor = time.Hour
+		c.AllowPlaintextLoopback = true
+	})
+	e.srv.SetTrusted([]TrustedNetwork{{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Cred: e.cred}})
+	r := e.rawPlain(t)
+	r.expect(220)
+	r.cmd("EHLO client.test")
+	r.expect(250)
+	for range 2 {
+		r.authPlain(testUser, "wrong")
+		r.reply()
+	}
+	r.authPlain(testUser, testPassword)
+	r.expectPrefix(454, "4.7.0") // AUTH itself stays blocked
+	// A new connection from the address is taken, and mails without AUTH.
+	r2 := e.rawPlain(t)
+	r2.expect(220)
+	r2.cmd("EHLO client.test")
+	r2.expect(250)
+	r2.cmd("MAIL FROM:<a@x.test>")
+	r2.expect(250)
+	r2.cmd("RCPT TO:<b@y.test>")
+	r2.expect(250)
+	r2.cmd("DATA")
+	r2.expect(354)
+	r2.write("Subject: x\r\n\r\nhi\r\n.\r\n")
+	r2.expect(250)
+	if e.sub.count() != 1 {
+		t.Error("the trusted message was not submitted")
 	}
 }
 

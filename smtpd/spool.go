@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-message/textproto"
@@ -32,6 +34,15 @@ type SpoolConfig struct {
 	// Enqueue, if set, is handed the copies of every message once they are
 	// durable. Delivery's Queue.Add fits.
 	Enqueue func([]*store.Copy)
+	// Hostname names the relay in the Received field it adds to every
+	// message, and in the Message-ID it adds where one is missing;
+	// default "localhost".
+	Hostname string
+	// MinFreeBytes is the free space the spool's file system keeps: below
+	// it (counting the declared size of the message) submissions are
+	// refused with ErrInsufficientStorage, so the disk never fills with
+	// mail. 0 turns the check off.
+	MinFreeBytes int64
 	// NoSync skips fsync. Only for tests and benchmarks.
 	NoSync bool
 	Logger *slog.Logger
@@ -61,6 +72,9 @@ func NewSpool(cfg SpoolConfig) (*Spool, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = "localhost"
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("smtpd: spool: %w", err)
@@ -202,6 +216,9 @@ func (s *Spool) Submit(ctx context.Context, sub *Submission, body io.Reader) (*R
 	if sub == nil || sub.Cred == nil || len(sub.Recipients) == 0 {
 		return nil, errors.New("smtpd: spool: submission needs a credential and recipients")
 	}
+	if err := s.CheckSpace(sub.Size); err != nil {
+		return nil, err
+	}
 	st := s.cfg.Store
 	msgID := st.NextID()
 	name := spoolName(msgID)
@@ -219,17 +236,18 @@ func (s *Spool) Submit(ctx context.Context, sub *Submission, body io.Reader) (*R
 		}
 	}()
 
-	ctrl, size, err := s.write(f, body)
+	now := s.cfg.Now().UTC()
+	ctrl, size, err := s.write(f, body, sub, msgID, now)
 	if err != nil {
 		return nil, err
 	}
 	if !s.cfg.NoSync {
 		if err := f.Sync(); err != nil {
-			return nil, fmt.Errorf("smtpd: spool: fsync: %w", err)
+			return nil, s.diskErr("fsync", err)
 		}
 	}
 	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("smtpd: spool: %w", err)
+		return nil, s.diskErr("close", err)
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return nil, fmt.Errorf("smtpd: spool: %w", err)
@@ -241,7 +259,6 @@ func (s *Spool) Submit(ctx context.Context, sub *Submission, body io.Reader) (*R
 			os.Remove(final)
 		}
 	}()
-	now := s.cfg.Now().UTC()
 	m := &store.Message{
 		ID: msgID, SpoolPath: name, Size: size, From: sub.From,
 		Recipients: slices.Clone(sub.Recipients), SMTPUTF8: sub.SMTPUTF8, Body8Bit: sub.Body8Bit,
@@ -264,12 +281,18 @@ func (s *Spool) Submit(ctx context.Context, sub *Submission, body io.Reader) (*R
 
 // write streams body into f, reading the top-level header's controls on
 // the way. A malformed or over-long header is not an error: the message
-// is spooled and its controls count as absent.
-func (s *Spool) write(f *os.File, body io.Reader) (mime.Controls, int64, error) {
+// is spooled and its controls count as absent. Before the message it
+// writes the Received field, and at the end of its header the Date and
+// Message-ID fields the sender left out (a header it cannot read gets
+// only the Received field). Everything else is written as it came.
+func (s *Spool) write(f *os.File, body io.Reader, sub *Submission, id uint64, now time.Time) (mime.Controls, int64, error) {
 	lim := &spoolLimit{r: body, n: s.cfg.MaxMessageBytes}
 	bw := bufio.NewWriterSize(f, 64<<10)
 	cw := &countWriter{w: bw}
-	hc := &headerCap{r: io.TeeReader(lim, cw), n: s.cfg.MaxHeaderBytes}
+	// The header is held (at most MaxHeaderBytes, plus what the reader
+	// below buffered of the body) until it is known what it lacks.
+	var held bytes.Buffer
+	hc := &headerCap{r: io.TeeReader(lim, &held), n: s.cfg.MaxHeaderBytes}
 	br := bufio.NewReaderSize(hc, 16<<10)
 	h, herr := textproto.ReadHeader(br)
 	var ctrl mime.Controls
@@ -289,17 +312,89 @@ func (s *Spool) write(f *os.File, body io.Reader) (mime.Controls, int64, error) 
 	default:
 		s.log.Debug("spool header unreadable, controls ignored", "err", herr)
 	}
+	raw := held.Bytes()
+	eol := "\r\n"
+	if i := bytes.IndexByte(raw, '\n'); i == 0 || i > 0 && raw[i-1] != '\r' {
+		eol = "\n"
+	}
+	_, _ = io.WriteString(cw, receivedField(sub.Trace, s.cfg.Hostname, id, sub.Recipients, sub.SMTPUTF8, now, eol))
+	end := len(raw) - br.Buffered() // where ReadHeader stopped
+	if at, ok := headerEnd(raw[:end]); herr == nil && ok {
+		// ReadHeader stopped after the empty line that ends the header
+		// (or at the end of a message that is all header); what br holds
+		// beyond it is body.
+		cw.Write(raw[:at])
+		if !h.Has("Date") {
+			_, _ = io.WriteString(cw, dateField(now, eol))
+		}
+		if !h.Has("Message-Id") {
+			_, _ = io.WriteString(cw, messageIDField(s.cfg.Hostname, id, eol))
+		}
+		cw.Write(raw[at:])
+	} else {
+		cw.Write(raw)
+	}
 	// Everything br buffered has gone through the tee already.
 	if _, err := io.Copy(cw, lim); err != nil {
+		if cw.err != nil {
+			return ctrl, 0, s.diskErr("write", cw.err)
+		}
 		return ctrl, 0, s.readErr(err)
 	}
 	if cw.err != nil {
-		return ctrl, 0, fmt.Errorf("smtpd: spool: write: %w", cw.err)
+		return ctrl, 0, s.diskErr("write", cw.err)
 	}
 	if err := bw.Flush(); err != nil {
-		return ctrl, 0, fmt.Errorf("smtpd: spool: write: %w", err)
+		return ctrl, 0, s.diskErr("write", err)
 	}
 	return ctrl, cw.n, nil
+}
+
+// headerEnd returns where fields may be added to a header block hdr (as
+// ReadHeader consumed it): before its empty line, or after its last field
+// when the message ends without one. ok is false when hdr is empty or does
+// not end with a line ending.
+func headerEnd(hdr []byte) (int, bool) {
+	n := len(hdr)
+	if n == 0 || hdr[n-1] != '\n' {
+		return 0, false
+	}
+	switch {
+	case n == 1 || hdr[n-2] == '\n':
+		return n - 1, n > 1 // LF ending an LF line; a message that is one empty line has no header
+	case hdr[n-2] == '\r' && (n == 2 || hdr[n-3] == '\n'):
+		return n - 2, n > 2
+	}
+	return n, true // the last field's line: no empty line before the end
+}
+
+// diskErr wraps a failure to write the spool file; a full disk is
+// ErrInsufficientStorage, so the client hears 452 4.3.1.
+func (s *Spool) diskErr(op string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %s: %w", ErrInsufficientStorage, op, err)
+	}
+	return fmt.Errorf("smtpd: spool: %s: %w", op, err)
+}
+
+// CheckSpace returns ErrInsufficientStorage when a message of size bytes
+// (0: unknown) would leave less than SpoolConfig.MinFreeBytes free on the
+// spool's file system. A free space that cannot be read does not refuse
+// mail: the write itself still fails cleanly on a full disk.
+func (s *Spool) CheckSpace(size int64) error {
+	if s.cfg.MinFreeBytes <= 0 {
+		return nil
+	}
+	free, err := freeBytes(s.cfg.Dir)
+	if err != nil {
+		s.log.Warn("spool free space unknown", "err", err)
+		return nil
+	}
+	if free-max(size, 0) < s.cfg.MinFreeBytes {
+		s.log.Warn("spool low on disk space, refusing mail", "free_bytes", free, "min_free_bytes", s.cfg.MinFreeBytes, "size", size)
+		return ErrInsufficientStorage
+	}
+	return nil
 }
 
 func (s *Spool) readErr(err error) error {
@@ -361,7 +456,7 @@ func (s *Spool) makeCopies(m *store.Message, sub *Submission, ctrl mime.Controls
 		c := &store.Copy{
 			ID: s.cfg.Store.NextID(), MessageID: m.ID,
 			Credential: cr.Username, Account: cr.Account, Upstream: cr.Upstream,
-			Clicks: clicks, Opens: opens, PreventScam: scam, Text: cr.Text,
+			Clicks: clicks, Opens: opens, PreventScam: scam, Text: cr.Text, TrackSigned: cr.TrackSigned,
 			ClickDomain: cr.ClickDomain, Scheme: cr.Scheme, Tags: tags,
 			From: m.From, Recipient: rcpt, SMTPUTF8: m.SMTPUTF8, Body8Bit: m.Body8Bit,
 			Created: now, State: store.CopyQueued, NextAttempt: now,

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"context"
 	"io"
+	"net/netip"
 
 	"github.com/trackrelay/trackrelay/config"
 )
@@ -20,6 +21,9 @@ type Credential struct {
 	ClickDomain string // host[:port] of tracked URLs
 	Scheme      string // "http" or "https"
 	Upstream    string // name of the upstream that delivers this credential's mail
+	// TrackSigned tracks messages the sender already DKIM-signed, which
+	// breaks their signature (the relay does not re-sign yet).
+	TrackSigned bool
 }
 
 // CredentialFromConfig is the Credential that a configuration file's
@@ -30,6 +34,7 @@ func CredentialFromConfig(c *config.Credential) *Credential {
 		Username: c.Username, Account: c.Account,
 		Clicks: c.Clicks, Opens: c.Opens, PreventScam: c.PreventScam, Text: c.Text,
 		ClickDomain: c.ClickDomain, Scheme: c.Scheme, Upstream: c.Upstream,
+		TrackSigned: c.TrackSigned,
 	}
 }
 
@@ -46,6 +51,22 @@ type Submission struct {
 	Clicks, Opens, PreventScam *bool
 	Tags                       []string
 	RemoteAddr                 string // for the attempts log
+	// Trace says how the message came in, for the Received header field
+	// the spool adds (RFC 5321 §4.4). Nil: only what the spool knows.
+	Trace *Trace
+}
+
+// Trace is what the Received header field of a submission says about its
+// arrival. It never holds a secret: no password, no API key.
+type Trace struct {
+	Helo     string     // the client's EHLO/HELO argument, as sent
+	RemoteIP netip.Addr // the client's address
+	// Via is how it came: "SMTP" (EHLO was said) or "HTTP" (the REST API).
+	Via        string
+	TLSVersion uint16 // 0: no TLS
+	TLSCipher  uint16
+	AuthUser   string // the AUTH username; "" on the trusted, no-AUTH path
+	Trusted    string // the trusted network it came from, when no AUTH
 }
 
 // Receipt says what the spool made durable.
@@ -62,4 +83,12 @@ type Receipt struct {
 // a temporary local failure (4.3.0).
 type Submitter interface {
 	Submit(ctx context.Context, sub *Submission, body io.Reader) (*Receipt, error)
+}
+
+// SpaceChecker is implemented by a Submitter that keeps a free-space
+// reserve (the Spool): the SMTP session asks it at MAIL, with the size the
+// client declared (0 if none), so that a full disk is said before the
+// message is sent. CheckSpace returns ErrInsufficientStorage or nil.
+type SpaceChecker interface {
+	CheckSpace(size int64) error
 }

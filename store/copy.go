@@ -76,6 +76,7 @@ type Copy struct {
 	Opens       bool      `json:"opens"`
 	PreventScam bool      `json:"preventscam"`
 	Text        bool      `json:"text"`
+	TrackSigned bool      `json:"track_signed,omitempty"` // track it even if DKIM-signed
 	ClickDomain string    `json:"click_domain"`
 	Scheme      string    `json:"scheme"`
 	Tags        []string  `json:"tags,omitempty"`

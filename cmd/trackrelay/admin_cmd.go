@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"golang.org/x/crypto/bcrypt"
@@ -109,16 +110,25 @@ func cmdCheckConfig(ctx context.Context, args []string, io stdio) error {
 		return errUsage
 	}
 	path := fs.Arg(0)
-	cfg, err := config.Load(path)
-	if err == nil {
-		err = cfg.CheckFiles()
+	cfg, problems := config.Check(path)
+	if cfg != nil {
+		// The key file's content, once it is there to read.
+		if err := loadKeysErr(cfg); err != nil && !slices.ContainsFunc(problems, func(p error) bool {
+			return strings.HasPrefix(p.Error(), "keys.key_file:")
+		}) {
+			problems = append(problems, err)
+		}
 	}
-	if err == nil {
-		err = loadKeysErr(cfg)
-	}
-	if err != nil {
-		for _, line := range strings.Split(err.Error(), "\n") {
-			fmt.Fprintf(io.out, "%s: %s\n", path, line)
+	if len(problems) > 0 {
+		word := "problems"
+		if len(problems) == 1 {
+			word = "problem"
+		}
+		fmt.Fprintf(io.out, "%s: %d %s\n", path, len(problems), word)
+		for _, p := range problems {
+			for _, line := range strings.Split(p.Error(), "\n") {
+				fmt.Fprintf(io.out, "  %s\n", line)
+			}
 		}
 		return errors.New("check-config: the file has problems")
 	}

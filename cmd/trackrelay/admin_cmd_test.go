@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -149,5 +150,83 @@ func TestServeUsage(t *testing.T) {
 		if _, _, err := runCmd(t, "", args...); exitCode(err) != 2 {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}
+	}
+}
+
+// check-config lists every problem in one run: type errors do not stop
+// it, missing files are reported with the rest, the file's name appears
+// once, and an http credential is refused when the redirector serves only
+// HTTPS.
+func TestCheckConfigEveryProblem(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "many.toml")
+	os.WriteFile(p, []byte(`
+[relay]
+data_dir = "d"
+[smtp]
+tls_cert = "missing-cert.pem"
+tls_key = "missing-key.pem"
+max_recipients = "lots"
+read_timeout = "soon"
+max_sessions = -1
+[[smtp.listeners]]
+addr = "127.0.0.1:2525"
+[[accounts]]
+name = "a"
+[[credentials]]
+username = "u"
+password_hash = "$2a$10$wZfFxep1cB.Wy.5RlVvo.ecILBtol3uCu0Algd2alryQC5x1NgcBq"
+account = "a"
+clicks = "yes"
+click_domain = "click.example.com"
+scheme = "http"
+colour = "blue"
+[[upstreams]]
+name = "out"
+folder = "outbox"
+[keys]
+key_file = "missing.keys"
+[redirector]
+tls_cert = "c.pem"
+tls_key = "k.pem"
+`), 0o600)
+	out, _, err := runCmd(t, "", "check-config", p)
+	if exitCode(err) != 1 {
+		t.Fatalf("exit %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"smtp.max_recipients: want integer, not string",
+		"smtp.read_timeout: invalid duration",
+		"smtp.max_sessions: must be > 0",
+		"credentials[0].clicks: want boolean, not string (line 18)",
+		"credentials[0].colour: unknown key",
+		`credentials[0].scheme: "http": the redirector has no plain-HTTP listener`,
+		"smtp.tls_cert: open ", "smtp.tls_key: open ", "keys.key_file: open ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, p); n != 1 {
+		t.Errorf("file name appears %d times:\n%s", n, out)
+	}
+	// The key that did not decode is not reported again by Validate.
+	if strings.Count(out, "smtp.max_recipients") != 1 {
+		t.Errorf("smtp.max_recipients reported twice:\n%s", out)
+	}
+}
+
+// make run passes ARGS to serve (the README's Quick start shows it).
+func TestMakeRunArgs(t *testing.T) {
+	mk, err := exec.LookPath("make")
+	if err != nil {
+		t.Skip("make is not installed: the Makefile cannot be read here")
+	}
+	out, err := exec.Command(mk, "-n", "-C", "../..", "run", "DATA=/tmp/d", "ARGS=--smtp-addr 127.0.0.1:3525 --log-level debug").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make -n run: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "serve --dev --data /tmp/d --smtp-addr 127.0.0.1:3525 --log-level debug") {
+		t.Fatalf("ARGS not passed to serve:\n%s", out)
 	}
 }

@@ -340,6 +340,7 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 	var queue *smtpd.Queue
 	a.spool, err = smtpd.NewSpool(smtpd.SpoolConfig{
 		Dir: filepath.Join(dataDir, "spool"), Store: a.store, MaxMessageBytes: cfg.SMTP.MaxMessageBytes,
+		Hostname: cfg.Relay.Hostname, MinFreeBytes: cfg.Relay.MinFreeBytes,
 		Enqueue: func(c []*store.Copy) { queue.Add(c) }, Logger: log.With("component", "spool"),
 	})
 	if err != nil {
@@ -394,10 +395,12 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 		AllowPlaintextLoopback: cfg.SMTP.AllowPlaintextLoopback,
 		MaxMessageBytes:        cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
 		MaxSessions: cfg.SMTP.MaxSessions, MaxSessionsPerIP: cfg.SMTP.MaxSessionsPerIP,
-		ReadTimeout: cfg.SMTP.ReadTimeout, WriteTimeout: cfg.SMTP.WriteTimeout,
+		MaxUnauthPerNet: cfg.SMTP.MaxUnauthSessionsPerNet, MaxLineLength: cfg.SMTP.MaxLineBytes,
+		ReadTimeout: cfg.SMTP.ReadTimeout, DataTimeout: cfg.SMTP.DataTimeout, AuthTimeout: cfg.SMTP.AuthTimeout,
+		WriteTimeout:  cfg.SMTP.WriteTimeout,
 		AuthSlowAfter: cfg.SMTP.AuthFailuresSlow, AuthBlockAfter: cfg.SMTP.AuthFailuresBlock,
-		AuthBlockFor: cfg.SMTP.AuthBlockFor,
-		Logger:       log.With("component", "smtp"), Registerer: reg,
+		AuthBlockAddressAfter: cfg.SMTP.AuthFailuresBlockAddress, AuthBlockFor: cfg.SMTP.AuthBlockFor,
+		Logger: log.With("component", "smtp"), Registerer: reg,
 	})
 	if err != nil {
 		return err
