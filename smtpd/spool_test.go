@@ -102,7 +102,7 @@ func newSpoolRig(t *testing.T, mutate func(*SpoolConfig)) (*Spool, *store.Relay)
 
 func spooledBytes(t *testing.T, sp *Spool, st *store.Relay, rc *Receipt) []byte {
 	t.Helper()
-	m, err := st.Message(rc.MessageID)
+	m, err := st.Message(context.Background(), rc.MessageID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func declaredRecords(cfg *config.Config, now time.Time) (accounts, creds, keys [
 		}
 		creds = append(creds, &store.Credential{
 			Username: c.Username, Account: c.Account, PasswordHash: c.PasswordHash,
-			Clicks: c.Clicks, Opens: c.Opens, PreventScam: c.PreventScam, Text: c.Text,
+			Clicks: c.Clicks, Opens: c.Opens, PreventScam: c.PreventScam, Text: c.Text, TrackSigned: c.TrackSigned,
 			ClickDomain: c.ClickDomain, Scheme: c.Scheme, Upstream: c.Upstream,
 			Declared: true, Created: now,
 		})
@@ -206,7 +206,7 @@ func (d *directory) read(ctx context.Context, cfg *config.Config) (*snapshot, er
 func effectiveCredential(c *store.Credential, usable map[string]string, defDomain, defScheme string, log *slog.Logger) *smtpd.Credential {
 	sc := &smtpd.Credential{
 		Username: c.Username, Account: c.Account, Clicks: c.Clicks, Opens: c.Opens, PreventScam: c.PreventScam,
-		Text: c.Text, ClickDomain: c.ClickDomain, Scheme: c.Scheme, Upstream: c.Upstream,
+		Text: c.Text, TrackSigned: c.TrackSigned, ClickDomain: c.ClickDomain, Scheme: c.Scheme, Upstream: c.Upstream,
 	}
 	if sc.Scheme == "" {
 		sc.Scheme = defScheme
