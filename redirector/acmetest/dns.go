@@ -26,6 +26,7 @@ type DNS struct {
 	mu      sync.Mutex
 	names   map[string]*node
 	queries map[string]int // by lower-case name, without the dot
+	noChase bool
 	udp     *dns.Server
 	tcp     *dns.Server
 }
@@ -136,6 +137,15 @@ func (d *DNS) SetDrop(name string) {
 	d.node(name).drop = true
 }
 
+// SetChase sets whether answers follow CNAME chains (the default, as a
+// recursive resolver's do) or stop at the first CNAME, as an authoritative
+// server's do for a target outside its zone.
+func (d *DNS) SetChase(chase bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.noChase = !chase
+}
+
 // Remove deletes every record of name: it is NXDOMAIN again.
 func (d *DNS) Remove(name string) {
 	d.mu.Lock()
@@ -193,6 +203,9 @@ func (d *DNS) answer(m *dns.Msg, q dns.Question) {
 		}
 		if n.cname != "" && q.Qtype != dns.TypeCNAME {
 			m.Answer = append(m.Answer, &dns.CNAME{Hdr: hdr(dns.TypeCNAME), Target: dns.Fqdn(n.cname)})
+			if d.noChase {
+				return
+			}
 			cur = n.cname
 			continue
 		}

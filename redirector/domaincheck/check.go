@@ -22,8 +22,11 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // Problem names what stands between a domain and verification. The values
@@ -149,9 +152,9 @@ func (c *Checker) Check(ctx context.Context, domain string) Result {
 	}
 	res.Chain, res.Addresses = dl.chain, dl.addrs
 
-	create := "Create this record at your DNS host: " + strings.Join(res.Records, "; ") + "."
+	create := "Create this record at your DNS host: " + quoted(res.Records) + "."
 	if !apex {
-		create += " If your DNS host cannot make a CNAME here, create these instead: " + strings.Join(res.Alternative, "; ") + "."
+		create += " If your DNS host cannot make a CNAME here, create these instead: " + quoted(res.Alternative) + "."
 	}
 	viaTarget := slices.Contains(dl.chain, target)
 	ours := len(dl.addrs) > 0 && subset(dl.addrs, targetAddrs)
@@ -180,7 +183,7 @@ func (c *Checker) Check(ctx context.Context, domain string) Result {
 		msg := fmt.Sprintf("%s resolves to %s, which is not an address of %s (%s).", d, joinAddrs(dl.addrs), target, joinAddrs(targetAddrs))
 		adv := create
 		if apex {
-			adv = "Set the A/AAAA records of " + d + " to exactly these: " + strings.Join(res.Records, "; ") + "."
+			adv = "Set the A/AAAA records of " + d + " to exactly these: " + quoted(res.Records) + "."
 		}
 		c.nameProxy(ctx, &res, d, dl.addrs, targetAddrs)
 		if res.Proxy != "" {
@@ -302,15 +305,18 @@ func (res Result) fail(p Problem, msg, advice string) Result {
 
 func (res Result) dnsFail(err error, server string) Result {
 	var de *dnsError
-	if errors.As(err, &de) && de.timeout {
+	if !errors.As(err, &de) {
+		de = &dnsError{name: res.Domain, err: err}
+	}
+	if de.timeout {
 		return res.fail(DNSTimeout, fmt.Sprintf("The resolver %s did not answer for %s.", server, de.name),
 			"Check again in a minute; if it persists, the operator must check [domains] resolver.")
 	}
-	name := res.Domain
-	if errors.As(err, &de) {
-		name = de.name
+	msg := fmt.Sprintf("The resolver %s answered %s for %s.", server, dns.RcodeToString[de.rcode], de.name)
+	if de.err != nil {
+		msg = fmt.Sprintf("Looking up %s at the resolver %s failed: %v.", de.name, server, de.err)
 	}
-	return res.fail(DNSError, fmt.Sprintf("Looking up %s failed: %s.", name, shortErr(err)),
+	return res.fail(DNSError, msg,
 		"Check that the domain's DNS servers answer (a SERVFAIL often means broken DNSSEC or a missing delegation); then check again.")
 }
 
@@ -328,6 +334,15 @@ func records(d, target string, addrs []netip.Addr, apex bool) (primary, alt []st
 		return alt, nil
 	}
 	return []string{fmt.Sprintf("%s. 3600 IN CNAME %s.", d, target)}, alt
+}
+
+// quoted lists zone-file lines for a sentence.
+func quoted(lines []string) string {
+	q := make([]string, len(lines))
+	for i, l := range lines {
+		q[i] = strconv.Quote(l)
+	}
+	return strings.Join(q, ", ")
 }
 
 func subset(a, b []netip.Addr) bool {
