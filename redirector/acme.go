@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/trackrelay/trackrelay/redirector/domaincheck"
 )
 
 // ACME gets the HTTPS listener's certificates over ACME (RFC 8555) with
@@ -206,12 +208,16 @@ func (p *public) startACME(o Options, h *Handler, static []tls.Certificate, log 
 // click domain, static or admitted by the policy.
 func (h *Handler) certAllowed(ctx context.Context, name string) error {
 	host := canonicalRequestHost(name)
+	if _, err := domaincheck.Normalize(host); err != nil {
+		// IP addresses, single labels such as localhost: no CA certifies them.
+		return fmt.Errorf("redirector: no certificate for %q: %w", clipName(name), err)
+	}
 	for _, d := range h.domains {
 		if d.host == host {
 			return nil
 		}
 	}
-	if host != "" && h.dyn != nil && h.dyn.allowed(ctx, host) {
+	if h.dyn != nil && h.dyn.allowed(ctx, host) {
 		return nil
 	}
 	return fmt.Errorf("redirector: %q is not a click domain", clipName(name))

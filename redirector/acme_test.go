@@ -50,26 +50,30 @@ func newACMEEnv(t *testing.T, validity time.Duration, opts func(*Options)) *acme
 	e := &acmeEnv{t: t, dns: acmetest.StartDNS(t), policy: NewDomainSet("link.test"), opts: opts,
 		storage: filepath.Join(t.TempDir(), "acme")}
 	e.codec, _ = rewrite.NewCodec(testKeyNew)
-	e.httpAddr, e.tlsAddr = freeAddr(t), freeAddr(t)
+	// The redirector's ports are held while pebble picks its own, so that
+	// they cannot collide.
+	hl, tl := listen(t), listen(t)
+	e.httpAddr, e.tlsAddr = hl.Addr().String(), tl.Addr().String()
 	for _, n := range []string{"link.test", "stranger.test"} {
 		e.dns.SetA(n, "127.0.0.1")
 	}
 	e.pebble = acmetest.StartPebble(t, acmetest.PebbleOptions{
 		DNS: e.dns.Addr, HTTPPort: port(t, e.httpAddr), TLSPort: port(t, e.tlsAddr), Validity: validity,
 	})
+	hl.Close()
+	tl.Close()
 	e.start()
 	t.Cleanup(e.stop)
 	return e
 }
 
-func freeAddr(t *testing.T) string {
+func listen(t *testing.T) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return ln
 }
 
 func port(t *testing.T, addr string) int {
@@ -264,6 +268,38 @@ func TestACMERestartReusesStorage(t *testing.T) {
 	}
 	if _, err := os.Stat(e.storage); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestACMESharedStorage: two redirectors behind one name share a
+// storage folder. The one that gets the first handshake orders the
+// certificate, pebble validates against the other (the one its ports and
+// DNS lead to), which answers from the shared storage; then the other
+// serves the same certificate without an order of its own.
+func TestACMESharedStorage(t *testing.T) {
+	e := newACMEEnv(t, 0, nil) // on pebble's ports: the one validated
+	first := *e
+	first.httpAddr, first.tlsAddr = "127.0.0.1:0", "127.0.0.1:0"
+	first.start()
+	defer first.stop()
+	first.tlsAddr = first.svc.TLSAddr().String()
+	leaf, err := first.handshake("link.test")
+	if err != nil {
+		t.Fatalf("handshake: %v\npebble:\n%s", err, e.pebble.Log())
+	}
+	orders := e.pebble.Orders()
+	if orders != 1 {
+		t.Errorf("%d orders, want 1", orders)
+	}
+	again, err := e.handshake("link.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+		t.Errorf("the second redirector serves serial %x, the first %x", again.SerialNumber, leaf.SerialNumber)
+	}
+	if n := e.pebble.Orders(); n != orders {
+		t.Errorf("the second redirector placed %d orders of its own", n-orders)
 	}
 }
 

@@ -38,8 +38,17 @@ func TestRedirectorACMEFromConfig(t *testing.T) {
 	bin := binary(t)
 	dns := acmetest.StartDNS(t)
 	dns.SetA("link.test", "127.0.0.1")
-	httpAddr, tlsAddr := freeAddr(t), freeAddr(t)
+	// The redirector's ports are held while pebble picks its own.
+	var held [2]net.Listener
+	for i := range held {
+		if held[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	httpAddr, tlsAddr := held[0].Addr().String(), held[1].Addr().String()
 	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{DNS: dns.Addr, HTTPPort: portOf(t, httpAddr), TLSPort: portOf(t, tlsAddr)})
+	held[0].Close()
+	held[1].Close()
 	relay := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusOK)
