@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,19 +51,29 @@ func newACMEEnv(t *testing.T, validity time.Duration, opts func(*Options)) *acme
 	e := &acmeEnv{t: t, dns: acmetest.StartDNS(t), policy: NewDomainSet("link.test"), opts: opts,
 		storage: filepath.Join(t.TempDir(), "acme")}
 	e.codec, _ = rewrite.NewCodec(testKeyNew)
-	// The redirector's ports are held while pebble picks its own, so that
-	// they cannot collide.
-	hl, tl := listen(t), listen(t)
-	e.httpAddr, e.tlsAddr = hl.Addr().String(), tl.Addr().String()
 	for _, n := range []string{"link.test", "stranger.test"} {
 		e.dns.SetA(n, "127.0.0.1")
 	}
-	e.pebble = acmetest.StartPebble(t, acmetest.PebbleOptions{
-		DNS: e.dns.Addr, HTTPPort: port(t, e.httpAddr), TLSPort: port(t, e.tlsAddr), Validity: validity,
-	})
-	hl.Close()
-	tl.Close()
-	e.start()
+	// The redirector's ports are held while pebble picks its own, so that
+	// they cannot collide; another process on the machine may still take
+	// one before the redirector binds it again, and then all is tried anew.
+	for attempt := 0; ; attempt++ {
+		hl, tl := listen(t), listen(t)
+		e.httpAddr, e.tlsAddr = hl.Addr().String(), tl.Addr().String()
+		e.pebble = acmetest.StartPebble(t, acmetest.PebbleOptions{
+			DNS: e.dns.Addr, HTTPPort: port(t, e.httpAddr), TLSPort: port(t, e.tlsAddr), Validity: validity,
+		})
+		hl.Close()
+		tl.Close()
+		err := e.tryStart()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 2 {
+			t.Fatal(err)
+		}
+		e.pebble.Stop()
+	}
 	t.Cleanup(e.stop)
 	return e
 }
@@ -88,6 +99,12 @@ func port(t *testing.T, addr string) int {
 // start starts the redirector (again, on the same addresses and storage).
 func (e *acmeEnv) start() {
 	e.t.Helper()
+	if err := e.tryStart(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *acmeEnv) tryStart() error {
 	e.reg = prometheus.NewRegistry()
 	o := Options{
 		Handler: Config{Codec: e.codec, Domains: []string{"click.example.com"}, Policy: e.policy, PolicyTTL: time.Second,
@@ -102,9 +119,10 @@ func (e *acmeEnv) start() {
 	}
 	svc, err := Start(o)
 	if err != nil {
-		e.t.Fatal(err)
+		return err
 	}
 	e.svc = svc
+	return nil
 }
 
 func (e *acmeEnv) stop() {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -38,17 +39,6 @@ func TestRedirectorACMEFromConfig(t *testing.T) {
 	bin := binary(t)
 	dns := acmetest.StartDNS(t)
 	dns.SetA("link.test", "127.0.0.1")
-	// The redirector's ports are held while pebble picks its own.
-	var held [2]net.Listener
-	for i := range held {
-		if held[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	httpAddr, tlsAddr := held[0].Addr().String(), held[1].Addr().String()
-	pb := acmetest.StartPebble(t, acmetest.PebbleOptions{DNS: dns.Addr, HTTPPort: portOf(t, httpAddr), TLSPort: portOf(t, tlsAddr)})
-	held[0].Close()
-	held[1].Close()
 	relay := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusOK)
@@ -60,7 +50,25 @@ func TestRedirectorACMEFromConfig(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "token.keys"), []byte(rewrite.FormatKey(key)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf(`[relay]
+	cfgPath := filepath.Join(dir, "trackrelay.toml")
+	// The redirector's ports are held while pebble picks its own; another
+	// process may still take one before the redirector binds it, and then
+	// all is tried anew.
+	var httpAddr, tlsAddr string
+	var pb *acmetest.Pebble
+	var p *bgProc
+	for attempt := 0; ; attempt++ {
+		var held [2]net.Listener
+		for i := range held {
+			if held[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		httpAddr, tlsAddr = held[0].Addr().String(), held[1].Addr().String()
+		pb = acmetest.StartPebble(t, acmetest.PebbleOptions{DNS: dns.Addr, HTTPPort: portOf(t, httpAddr), TLSPort: portOf(t, tlsAddr)})
+		held[0].Close()
+		held[1].Close()
+		cfg := fmt.Sprintf(`[relay]
 data_dir = "data"
 [keys]
 key_file = "token.keys"
@@ -77,9 +85,17 @@ ca_file = %q
 email = "ops@relay.test"
 storage = "shared-acme"
 `, httpAddr, tlsAddr, relay.URL+"/internal/hits", pb.Directory, pb.CAFile)
-	cfgPath := filepath.Join(dir, "trackrelay.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var log string
+		if p, log, err = tryRedirector(t, bin, cfgPath); err == nil {
+			break
+		}
+		if !strings.Contains(log, "address already in use") || attempt == 2 {
+			t.Fatalf("redirector: %v\n%s", err, log)
+		}
+		pb.Stop()
 	}
 	if out, _, err := runCmd(t, "", "check-config", cfgPath); err != nil {
 		t.Fatalf("check-config: %v\n%s", err, out)
@@ -98,7 +114,6 @@ storage = "shared-acme"
 		return code, loc
 	}
 
-	p := startProc(t, bin, []string{"redirector"}, "redirector", "--config", cfgPath)
 	if code, loc := get("https", tlsAddr, "/"+tok+"/shoes?c=red"); code != "302" || loc != "https://shop.example.com/shoes?c=red" {
 		t.Fatalf("https: %s %q\npebble:\n%s", code, loc, pb.Log())
 	}
@@ -120,8 +135,9 @@ storage = "shared-acme"
 	}
 	orders := pb.Orders()
 	_ = p.cmd.Process.Signal(os.Interrupt)
-	<-p.done
-
+	if err := p.wait(); err != nil {
+		t.Errorf("redirector exit: %v", err)
+	}
 	startProc(t, bin, []string{"redirector"}, "redirector", "--config", cfgPath)
 	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", tlsAddr, &tls.Config{ServerName: "link.test", RootCAs: pb.Roots})
 	if err != nil {
@@ -134,6 +150,52 @@ storage = "shared-acme"
 	if !bytes.Contains([]byte(pb.Log()), []byte("link.test")) {
 		t.Error("pebble never validated link.test")
 	}
+}
+
+// bgProc is a process whose Wait is run by its own goroutine.
+type bgProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// wait returns the process's exit status once it has exited.
+func (p *bgProc) wait() error {
+	<-p.done
+	return p.err
+}
+
+// tryRedirector starts `trackrelay redirector` and waits until it listens;
+// it returns the error and the log when it exits first. The process is
+// killed when the test ends.
+func tryRedirector(t *testing.T, bin, cfgPath string) (*bgProc, string, error) {
+	t.Helper()
+	cmd := exec.Command(bin, "redirector", "--config", cfgPath)
+	var log lockedBuf
+	cmd.Stderr = &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &bgProc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+	deadline := time.After(30 * time.Second)
+	for !strings.Contains(log.String(), "redirector listening") {
+		select {
+		case <-p.done:
+			return nil, log.String(), fmt.Errorf("exited: %v", p.err)
+		case <-deadline:
+			return nil, log.String(), errors.New("did not start")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return p, log.String(), nil
 }
 
 func portOf(t *testing.T, addr string) int {

@@ -57,8 +57,9 @@ type Pebble struct {
 	RootFile string
 	Roots    *x509.CertPool
 
-	mu  sync.Mutex
-	log []string
+	mu   sync.Mutex
+	log  []string
+	stop func()
 }
 
 // Binary is the pebble program: $PEBBLE, or pebble on PATH (Debian's
@@ -173,7 +174,9 @@ func (p *Pebble) start(t testing.TB, bin, dir, keyFile string, o PebbleOptions) 
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Cleanup(stop)
+	once := sync.OnceFunc(stop)
+	p.stop = once
+	t.Cleanup(once)
 	// The root pebble issues under, from its management interface.
 	resp, err := client.Get("https://" + mgmtAddr + "/roots/0")
 	if err != nil {
@@ -191,6 +194,9 @@ func (p *Pebble) start(t testing.TB, bin, dir, keyFile string, o PebbleOptions) 
 	p.RootFile = filepath.Join(dir, "pebble-root.pem")
 	return os.WriteFile(p.RootFile, root, 0o600)
 }
+
+// Stop stops pebble now (it is stopped when the test ends anyway).
+func (p *Pebble) Stop() { p.stop() }
 
 // Log is everything pebble printed so far.
 func (p *Pebble) Log() string {
