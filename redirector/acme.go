@@ -7,11 +7,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -71,6 +73,7 @@ type public struct {
 	cache  *certmagic.Cache
 	magic  *certmagic.Config
 	issuer *certmagic.ACMEIssuer
+	m      *tlsMetrics
 }
 
 // openPublic binds the public listeners and builds their TLS: certificate
@@ -92,7 +95,15 @@ func openPublic(o Options, h *Handler, log *slog.Logger) (p *public, err error) 
 	if o.TLSListen != "" && o.ACME == nil && len(static) == 0 {
 		return nil, errors.New("redirector: the TLS listener needs certificate files or ACME")
 	}
-	p = &public{}
+	m, err := newTLSMetrics(o.Handler.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	failed := func(remote net.Addr, err error) {
+		m.handshakeFailures.Inc()
+		log.Debug("tls handshake failed", "remote", remote.String(), "err", err)
+	}
+	p = &public{m: m}
 	defer func() {
 		if err != nil {
 			p.close()
@@ -107,7 +118,7 @@ func openPublic(o Options, h *Handler, log *slog.Logger) (p *public, err error) 
 			return p, nil
 		}
 		p.tls = true
-		p.serve = []net.Listener{tls.NewListener(p.ln, staticTLS(static))}
+		p.serve = []net.Listener{quietTLS(p.ln, staticTLS(static), failed)}
 		return p, nil
 	}
 	if p.tln, err = net.Listen("tcp", o.TLSListen); err != nil {
@@ -120,7 +131,7 @@ func openPublic(o Options, h *Handler, log *slog.Logger) (p *public, err error) 
 			return nil, err
 		}
 	}
-	p.serve = []net.Listener{p.ln, tls.NewListener(p.tln, tc)}
+	p.serve = []net.Listener{p.ln, quietTLS(p.tln, tc, failed)}
 	return p, nil
 }
 
@@ -142,10 +153,7 @@ func (p *public) startACME(o Options, h *Handler, static []tls.Certificate, log 
 		}
 		storage = &certmagic.FileStorage{Path: a.StorageDir}
 	}
-	events, err := acmeMetrics(o.Handler.Registerer)
-	if err != nil {
-		return nil, err
-	}
+	events := p.m.certificates
 	alog := log.With("component", "acme")
 	zl := zapLogger(alog)
 	var magic *certmagic.Config
@@ -278,16 +286,81 @@ func (p *public) close() {
 	p.stop()
 }
 
-// acmeMetrics registers the certificate counter.
-func acmeMetrics(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "trackrelay_redirector_certificates_total",
-		Help: "ACME certificate events: obtained, renewed, failed.",
-	}, []string{"event"})
+// tlsMetrics count what the HTTPS side does.
+type tlsMetrics struct {
+	certificates      *prometheus.CounterVec
+	handshakeFailures prometheus.Counter
+}
+
+func newTLSMetrics(reg prometheus.Registerer) (*tlsMetrics, error) {
+	m := &tlsMetrics{
+		certificates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trackrelay_redirector_certificates_total",
+			Help: "ACME certificate events: obtained, renewed, failed.",
+		}, []string{"event"}),
+		handshakeFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trackrelay_redirector_tls_handshake_failures_total",
+			Help: "TLS handshakes that failed: no certificate for the name (not a click domain), or a bad client.",
+		}),
+	}
 	if reg != nil {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("redirector: metrics: %w", err)
+		for _, c := range []prometheus.Collector{m.certificates, m.handshakeFailures} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("redirector: metrics: %w", err)
+			}
 		}
 	}
-	return c, nil
+	return m, nil
+}
+
+// quietTLS is tls.NewListener, but a failed handshake is counted and
+// logged at debug and the connection then reads as closed, instead of
+// fasthttp logging it at warn: a public HTTPS port meets scanners and
+// names that are no click domain all day.
+func quietTLS(ln net.Listener, cfg *tls.Config, failed func(net.Addr, error)) net.Listener {
+	return &tlsListener{Listener: ln, cfg: cfg, failed: failed}
+}
+
+type tlsListener struct {
+	net.Listener
+	cfg    *tls.Config
+	failed func(net.Addr, error)
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &tlsConn{Conn: tls.Server(c, l.cfg), failed: l.failed}, nil
+}
+
+// tlsConn is a server *tls.Conn whose failed handshake ends it quietly.
+// fasthttp calls Handshake, ignores its error, and then reads.
+type tlsConn struct {
+	*tls.Conn
+	failed func(net.Addr, error)
+	bad    atomic.Bool
+}
+
+func (c *tlsConn) Handshake() error {
+	err := c.Conn.Handshake()
+	if err != nil && !c.bad.Swap(true) {
+		c.failed(c.RemoteAddr(), err)
+	}
+	return err
+}
+
+func (c *tlsConn) Read(b []byte) (int, error) {
+	if c.bad.Load() {
+		return 0, io.EOF
+	}
+	n, err := c.Conn.Read(b)
+	if err != nil && !c.Conn.ConnectionState().HandshakeComplete {
+		if !c.bad.Swap(true) {
+			c.failed(c.RemoteAddr(), err)
+		}
+		return n, io.EOF
+	}
+	return n, err
 }

@@ -225,6 +225,9 @@ func TestACMEOnDemand(t *testing.T) {
 	if n := e.pebble.Orders(); n != orders {
 		t.Errorf("pebble took %d orders for names that are no click domain", n-orders)
 	}
+	if n := e.metric("trackrelay_redirector_tls_handshake_failures_total", ""); n < 4 {
+		t.Errorf("%v failed handshakes counted, want at least 4", n)
+	}
 	if n := e.pebble.Validations("stranger.test"); n != 0 {
 		t.Errorf("pebble validated stranger.test %d times", n)
 	}
@@ -238,6 +241,27 @@ func TestACMEOnDemand(t *testing.T) {
 	code, loc, err = e.curl("https://stranger.test:"+strconv.Itoa(port(t, e.tlsAddr))+"/"+tok+"/", "stranger.test", e.tlsAddr)
 	if err != nil || code != "302" || loc != "https://shop.example.com/" {
 		t.Errorf("after adding stranger.test: %q %q %v", code, loc, err)
+	}
+}
+
+// TestACMEWithFiles: certificate files from the config serve the names
+// they cover beside ACME, which gets the others.
+func TestACMEWithFiles(t *testing.T) {
+	certFile, keyFile, pool := writeCert(t, "click.example.com")
+	e := newACMEEnv(t, 0, func(o *Options) { o.TLSCert, o.TLSKey = certFile, keyFile })
+	c, err := tls.Dial("tcp", e.tlsAddr, &tls.Config{ServerName: "click.example.com", RootCAs: pool})
+	if err != nil {
+		t.Fatalf("the file's certificate: %v", err)
+	}
+	c.Close()
+	if n := e.pebble.Orders(); n != 0 {
+		t.Errorf("%d orders for a name the files cover", n)
+	}
+	if _, err := e.handshake("link.test"); err != nil {
+		t.Fatalf("ACME beside the files: %v", err)
+	}
+	if n := e.pebble.Issued(); n != 1 {
+		t.Errorf("pebble issued %d certificates, want 1", n)
 	}
 }
 
@@ -378,8 +402,8 @@ func TestACMERenewal(t *testing.T) {
 	}
 }
 
-// metric is the value of the counter name with a label value label, 0
-// when there is none.
+// metric is the value of the counter name with a label value label (""
+// for a counter without labels), 0 when there is none.
 func (e *acmeEnv) metric(name, label string) float64 {
 	e.t.Helper()
 	mfs, err := e.reg.Gather()
@@ -391,6 +415,9 @@ func (e *acmeEnv) metric(name, label string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if label == "" && len(m.GetLabel()) == 0 {
+				return m.GetCounter().GetValue()
+			}
 			for _, l := range m.GetLabel() {
 				if l.GetValue() == label {
 					return m.GetCounter().GetValue()
