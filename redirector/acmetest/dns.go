@@ -43,14 +43,22 @@ type node struct {
 // StartDNS starts a DNS server that stops when t ends.
 func StartDNS(t testing.TB) *DNS {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// One port for UDP and TCP: the UDP port is picked, and the TCP one of
+	// the same number may be taken already; then another is picked.
+	var pc net.PacketConn
+	var ln net.Listener
+	for attempt := 0; ; attempt++ {
+		var err error
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
-		t.Fatal(err)
+		if attempt == 20 {
+			t.Fatal(err)
+		}
 	}
 	d := &DNS{Addr: pc.LocalAddr().String(), names: map[string]*node{}, queries: map[string]int{}}
 	d.udp = &dns.Server{PacketConn: pc, Handler: d}
