@@ -80,7 +80,7 @@ type public struct {
 // files (Options.TLSCert/TLSKey), ACME, or both on TLSListen, the files
 // serving the names they cover and ACME the rest. Without TLSListen,
 // Listen is HTTPS when files are given, as it always was.
-func openPublic(o Options, h *Handler, log *slog.Logger) (p *public, err error) {
+func openPublic(o Options, h *Handler, log *slog.Logger) (_ *public, err error) {
 	var static []tls.Certificate
 	if o.TLSCert != "" || o.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
@@ -103,8 +103,8 @@ func openPublic(o Options, h *Handler, log *slog.Logger) (p *public, err error) 
 		m.handshakeFailures.Inc()
 		log.Debug("tls handshake failed", "remote", remote.String(), "err", err)
 	}
-	p = &public{m: m}
-	defer func() {
+	p := &public{m: m}
+	defer func() { // p, not the result, which a failing return sets to nil
 		if err != nil {
 			p.close()
 		}

@@ -427,3 +427,54 @@ func (e *acmeEnv) metric(name, label string) float64 {
 	}
 	return 0
 }
+
+// TestPublicStartErrors: a start that cannot serve what it was asked
+// fails with a clear error and leaves no listener behind.
+func TestPublicStartErrors(t *testing.T) {
+	codec, _ := rewrite.NewCodec(testKeyNew)
+	taken := listen(t)
+	defer taken.Close()
+	free := listen(t)
+	freeAddr := free.Addr().String()
+	free.Close()
+	certFile, keyFile, _ := writeCert(t, "click.example.com")
+	cases := []struct {
+		name string
+		edit func(*Options)
+		want string
+	}{
+		{"acme without a tls listener", func(o *Options) { o.ACME = &ACME{Directory: "https://127.0.0.1:1/dir", StorageDir: t.TempDir()} }, "needs a TLS listener"},
+		{"tls listener without certificates", func(o *Options) { o.TLSListen = "127.0.0.1:0" }, "needs certificate files or ACME"},
+		{"tls listener taken", func(o *Options) {
+			o.TLSListen, o.TLSCert, o.TLSKey = taken.Addr().String(), certFile, keyFile
+		}, "tls listen"},
+		{"missing certificate file", func(o *Options) { o.TLSListen, o.TLSCert, o.TLSKey = "127.0.0.1:0", "/nonexistent.pem", keyFile }, "redirector: tls"},
+		{"acme without storage", func(o *Options) { o.TLSListen, o.ACME = "127.0.0.1:0", &ACME{Directory: "https://127.0.0.1:1/dir"} }, "no storage"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := Options{
+				Handler:     Config{Codec: codec, Domains: []string{"click.example.com"}},
+				JournalPath: filepath.Join(t.TempDir(), "journal.db"),
+				Listen:      freeAddr,
+				Sink:        SinkFunc(func(context.Context, []store.Hit) error { return nil }),
+			}
+			tc.edit(&o)
+			svc, err := Start(o)
+			if err == nil {
+				_ = svc.Shutdown(context.Background())
+				t.Fatal("started")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q, want %q", err, tc.want)
+			}
+			// The plain listener was released.
+			ln, lerr := net.Listen("tcp", freeAddr)
+			if lerr != nil {
+				t.Errorf("the HTTP listener was left open: %v", lerr)
+			} else {
+				ln.Close()
+			}
+		})
+	}
+}
