@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -19,7 +20,7 @@ const maxName = 253
 // ErrBadName.
 func Normalize(domain string) (string, error) {
 	d := strings.TrimSuffix(strings.TrimSpace(domain), ".")
-	if d == "" || len(d) > 4*maxName {
+	if d == "" || len(d) > 4*maxName || !utf8.ValidString(d) {
 		return "", fmt.Errorf("%w: %q", ErrBadName, truncate(domain))
 	}
 	if _, err := netip.ParseAddr(strings.Trim(d, "[]")); err == nil {
