@@ -41,6 +41,10 @@ type Config struct {
 	API             API              `toml:"api"`
 	// Redirector is the public HTTP edge's section; see redirector.go.
 	Redirector Redirector `toml:"redirector"`
+	// ACME and Domains: click domains' certificates and checks; see
+	// acme.go and domains.go.
+	ACME    ACME    `toml:"acme"`
+	Domains Domains `toml:"domains"`
 
 	// BaseDir is the directory relative paths are resolved against: the
 	// config file's own directory when read by Load.
@@ -528,6 +532,7 @@ func (c *Config) SetDefaults() {
 		c.API.Addr = "127.0.0.1:8025"
 	}
 	c.Redirector.SetDefaults()
+	c.ACME.SetDefaults()
 }
 
 // Path resolves p against BaseDir. Empty stays empty.
@@ -767,6 +772,7 @@ func (c *Config) Validate() error {
 	if err := c.Redirector.Validate(); err != nil {
 		p = append(p, err)
 	}
+	p = append(p, c.ACME.Validate(), c.Domains.Validate(), c.validateRedirectorTLS()) // nils are dropped by Join
 	return errors.Join(p...)
 }
 
@@ -790,6 +796,7 @@ func (c *Config) CheckFiles() error {
 	check("keys.key_file", c.Keys.KeyFile)
 	check("smtp.tls_cert", c.SMTP.TLSCert)
 	check("smtp.tls_key", c.SMTP.TLSKey)
+	check("acme.ca_file", c.ACME.CAFile)
 	for i, u := range c.Upstreams {
 		check(fmt.Sprintf("upstreams[%d].password_file", i), u.PasswordFile)
 		check(fmt.Sprintf("upstreams[%d].ca_file", i), u.CAFile)

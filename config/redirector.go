@@ -14,10 +14,16 @@ import (
 // click domains it answers for, its journal and where it ships hits.
 type Redirector struct {
 	// Listen is the public listener, host:port. Plain HTTP unless TLSCert
-	// and TLSKey are both set, then HTTPS.
+	// and TLSKey are both set and there is no TLSListen, then HTTPS.
 	Listen  string `toml:"listen"`
 	TLSCert string `toml:"tls_cert"` // PEM certificate chain file
 	TLSKey  string `toml:"tls_key"`  // PEM private key file
+	// TLSListen is the HTTPS listener, host:port; empty: none. It serves
+	// the certificate files and, unless acme.directory is "off",
+	// certificates obtained over ACME for the click domains; Listen then
+	// stays plain HTTP (old links keep working, ACME's HTTP-01 is answered
+	// there).
+	TLSListen string `toml:"tls_listen"`
 	// AdminListen serves /healthz, /readyz and /metrics for the
 	// standalone redirector, kept off the public listener (which answers
 	// /healthz and /readyz only). "off" turns it off. In `serve` the
@@ -92,6 +98,13 @@ func (r *Redirector) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(r.Listen); err != nil {
 		bad("listen", "want host:port, got %q", r.Listen)
+	}
+	if r.TLSListen != "" {
+		if _, _, err := net.SplitHostPort(r.TLSListen); err != nil {
+			bad("tls_listen", "want host:port, got %q", r.TLSListen)
+		} else if r.TLSListen == r.Listen {
+			bad("tls_listen", "must differ from redirector.listen")
+		}
 	}
 	if r.AdminListen != "off" {
 		if _, _, err := net.SplitHostPort(r.AdminListen); err != nil {

@@ -47,6 +47,9 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 		code, body := h.health(string(path))
 		plainFast(ctx, code, body)
 		return
+	case challengePath:
+		h.serveChallenge(ctx)
+		return
 	}
 	if !h.knownHost(string(ctx.Request.Header.Host()), ctx.IsTLS()) {
 		h.notFound(ctx, "host")
@@ -303,7 +306,7 @@ func (h *Handler) knownHost(host string, tls bool) bool {
 			return true
 		}
 	}
-	return false
+	return h.dyn != nil && h.dyn.allowed(context.Background(), host) // domains.go
 }
 
 func (h *Handler) notFound(ctx *fasthttp.RequestCtx, why string) {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/trackrelay/trackrelay/redirector/domaincheck"
 	"github.com/trackrelay/trackrelay/rewrite"
 	"github.com/trackrelay/trackrelay/store"
 )
@@ -48,6 +49,13 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// Policy admits click domains added at run time (the relay's verified
+	// domains) when Domains does not match; answers are cached for
+	// PolicyTTL (0: a minute). nil: Domains only. See domains.go.
+	Policy    DomainPolicy
+	PolicyTTL time.Duration
+	// Challenger answers the domain check (domaincheck.Path); nil: 404.
+	Challenger *domaincheck.Challenger
 }
 
 // Handler serves the click domains. It is an http.Handler, safe for
@@ -63,6 +71,9 @@ type Handler struct {
 	m        *metrics
 	kick     chan struct{} // tells the shipper there is work
 	draining atomic.Bool   // set by SetDraining: /readyz fails
+
+	dyn        *domainCache // Config.Policy, cached; nil without one
+	challenger *domaincheck.Challenger
 }
 
 type domain struct {
@@ -78,7 +89,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Journal == nil {
 		return nil, errors.New("redirector: no journal")
 	}
-	if len(cfg.Domains) == 0 {
+	if len(cfg.Domains) == 0 && cfg.Policy == nil {
 		return nil, errors.New("redirector: no click domains")
 	}
 	h := &Handler{
@@ -108,6 +119,8 @@ func New(cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	h.m = m
+	h.dyn = newDomainCache(cfg.Policy, cfg.PolicyTTL, h.now, h.log)
+	h.challenger = cfg.Challenger
 	return h, nil
 }
 

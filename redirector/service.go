@@ -2,7 +2,6 @@ package redirector
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,9 +23,12 @@ import (
 type Options struct {
 	Handler     Config
 	JournalPath string
-	// Listen is the public address; HTTPS when TLSCert and TLSKey are set.
-	Listen          string
-	TLSCert, TLSKey string
+	// Listen is the public address; HTTPS when TLSCert and TLSKey are set
+	// and there is no TLSListen. TLSListen is the HTTPS address, served
+	// with the files, ACME, or both (acme.go); Listen is then plain HTTP.
+	Listen, TLSListen string
+	TLSCert, TLSKey   string
+	ACME              *ACME
 	// AdminListen serves /healthz, /readyz and /metrics; "" = none.
 	AdminListen string
 	// Gatherer is what /metrics shows; nil is the default registry.
@@ -46,6 +48,7 @@ type Service struct {
 	srv      *fasthttp.Server
 	admin    *http.Server
 	ln, aln  net.Listener
+	pub      *public // the public listeners and their TLS (acme.go)
 	log      *slog.Logger
 	stopShip context.CancelFunc
 	wg       sync.WaitGroup
@@ -85,23 +88,17 @@ func Start(o Options) (s *Service, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s = &Service{h: h, journal: j, shipper: sh, log: log, errc: make(chan error, 2)}
+	s = &Service{h: h, journal: j, shipper: sh, log: log, errc: make(chan error, 3)}
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	s.srv = NewHTTPServer(h, log)
-	var tlsConfig *tls.Config
-	if o.TLSCert != "" || o.TLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
-		if err != nil {
-			return nil, fmt.Errorf("redirector: tls: %w", err)
-		}
-		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if s.pub, err = openPublic(o, h, log); err != nil {
+		return nil, err
 	}
-	if s.ln, err = net.Listen("tcp", o.Listen); err != nil {
-		return nil, fmt.Errorf("redirector: listen: %w", err)
-	}
+	s.ln = s.pub.ln
+	s.srv.Handler = s.pub.handler(h, s.srv.Handler)
 	if o.AdminListen != "" {
 		if s.aln, err = net.Listen("tcp", o.AdminListen); err != nil {
-			s.ln.Close()
+			s.pub.close()
 			return nil, fmt.Errorf("redirector: admin listen: %w", err)
 		}
 		g := o.Gatherer
@@ -121,17 +118,15 @@ func Start(o Options) (s *Service, err error) {
 		defer s.wg.Done()
 		_ = sh.Run(shipCtx)
 	}()
-	ln := s.ln
-	if tlsConfig != nil {
-		ln = tls.NewListener(ln, tlsConfig)
+	for _, ln := range s.pub.serve {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.srv.Serve(ln); err != nil {
+				s.errc <- fmt.Errorf("redirector: serve: %w", err)
+			}
+		}()
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if err := s.srv.Serve(ln); err != nil {
-			s.errc <- fmt.Errorf("redirector: serve: %w", err)
-		}
-	}()
 	if s.admin != nil {
 		s.wg.Add(1)
 		go func() {
@@ -141,7 +136,7 @@ func Start(o Options) (s *Service, err error) {
 			}
 		}()
 	}
-	log.Info("redirector listening", "addr", s.ln.Addr().String(), "tls", tlsConfig != nil, "pending_hits", j.Len())
+	log.Info("redirector listening", "addr", s.ln.Addr().String(), "tls_addr", s.TLSAddr(), "tls", s.pub.tls, "acme", o.ACME != nil, "pending_hits", j.Len())
 	return s, nil
 }
 
@@ -198,6 +193,15 @@ func (l fastLogger) Printf(format string, args ...any) {
 // Addr is the public listener's address.
 func (s *Service) Addr() net.Addr { return s.ln.Addr() }
 
+// TLSAddr is the HTTPS listener's address (Options.TLSListen), nil
+// without one.
+func (s *Service) TLSAddr() net.Addr {
+	if s.pub.tln == nil {
+		return nil
+	}
+	return s.pub.tln.Addr()
+}
+
 // AdminAddr is the admin listener's address, nil without one.
 func (s *Service) AdminAddr() net.Addr {
 	if s.aln == nil {
@@ -233,6 +237,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		}
 		s.stopShip()
 		s.wg.Wait()
+		s.pub.stop()
 		if err := s.shipper.Flush(ctx); err != nil {
 			s.log.Warn("final ship incomplete; hits stay journaled", "err", err)
 		}

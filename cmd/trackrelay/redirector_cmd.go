@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/trackrelay/trackrelay/config"
 	"github.com/trackrelay/trackrelay/redirector"
+	"github.com/trackrelay/trackrelay/redirector/domaincheck"
 	"github.com/trackrelay/trackrelay/rewrite"
 	"github.com/trackrelay/trackrelay/store"
 )
@@ -122,13 +124,23 @@ func redirectorOptions(cfg *config.Config, codec *rewrite.Codec, sink redirector
 		}
 		journal = filepath.Join(dir, "redirector.db")
 	}
+	challenger, err := domainChallenger(cfg)
+	if err != nil {
+		return redirector.Options{}, err
+	}
+	acme, err := acmeOptions(cfg)
+	if err != nil {
+		return redirector.Options{}, err
+	}
 	return redirector.Options{
 		Handler: redirector.Config{
 			Codec: codec, Domains: domains, MaxLinkAge: rc.MaxLinkAge, TrustedProxies: trusted,
-			Logger: log.With("component", "redirector"), Registerer: reg,
+			Logger: log.With("component", "redirector"), Registerer: reg, Challenger: challenger,
 		},
 		JournalPath:  journal,
 		Listen:       rc.Listen,
+		TLSListen:    rc.TLSListen,
+		ACME:         acme,
 		TLSCert:      cfg.Path(rc.TLSCert),
 		TLSKey:       cfg.Path(rc.TLSKey),
 		Sink:         sink,
@@ -184,4 +196,50 @@ func ingestSecret(cfg *config.Config) (string, error) {
 		return "", fmt.Errorf("redirector.ingest_secret_file: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// domainChallenger makes the domain check's challenge from the token key
+// file (the relay computes the same value to compare).
+func domainChallenger(cfg *config.Config) (*domaincheck.Challenger, error) {
+	f, err := os.Open(cfg.Path(cfg.Keys.KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("keys.key_file: %w", err)
+	}
+	defer f.Close()
+	keys, err := rewrite.ReadKeys(f)
+	if err != nil {
+		return nil, fmt.Errorf("keys.key_file: %w", err)
+	}
+	return domaincheck.NewChallenger(keys[0], keys[1:]...)
+}
+
+// acmeOptions is the redirector's ACME setup from [acme], or nil when there
+// is no redirector.tls_listen or acme.directory is "off".
+func acmeOptions(cfg *config.Config) (*redirector.ACME, error) {
+	a := cfg.ACME
+	a.SetDefaults()
+	if cfg.Redirector.TLSListen == "" || !a.Enabled() {
+		return nil, nil
+	}
+	var roots *x509.CertPool
+	if a.CAFile != "" {
+		pem, err := os.ReadFile(cfg.Path(a.CAFile))
+		if err != nil {
+			return nil, fmt.Errorf("acme.ca_file: %w", err)
+		}
+		if roots, err = x509.SystemCertPool(); err != nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("acme.ca_file: %s holds no PEM certificate", a.CAFile)
+		}
+	}
+	storage := cfg.Path(a.Storage)
+	if storage == "" {
+		storage = filepath.Join(cfg.Path(cfg.Relay.DataDir), "acme")
+	}
+	if err := os.MkdirAll(storage, 0o700); err != nil {
+		return nil, fmt.Errorf("acme.storage: %w", err)
+	}
+	return &redirector.ACME{Directory: a.Directory, Roots: roots, Email: a.Email, StorageDir: storage}, nil
 }
