@@ -27,11 +27,21 @@ func init() {
 // DomainChecker checks that a domain really leads to this relay's
 // redirector (a click domain) or MX listener (a bounce domain).
 type DomainChecker interface {
-	// Records lists the DNS records the domain's owner must create.
+	// Records lists the DNS records the domain's owner must create, before
+	// any check has looked (a check may find better ones: A/AAAA records
+	// for an apex).
 	Records(name, kind string) []string
-	// Check looks the domain up and fetches its challenge: ok, or the
-	// problem in words with what to do about it.
-	Check(ctx context.Context, name, kind string) (ok bool, problem string)
+	// Check looks the domain up and fetches its challenge.
+	Check(ctx context.Context, name, kind string) DomainCheck
+}
+
+// DomainCheck is the outcome of one check.
+type DomainCheck struct {
+	OK bool
+	// Problem says in words what is wrong and what to do about it.
+	Problem string
+	// Records are the records to create, as this check found them.
+	Records []string
 }
 
 // Domain is a domain as the API shows it.
@@ -55,7 +65,10 @@ func (s *server) domainOf(d *store.Domain) Domain {
 	if !d.Verified.IsZero() {
 		out.Verified = d.Verified.Format(time.RFC3339)
 	}
-	if s.cfg.Domains != nil {
+	switch {
+	case len(d.Records) > 0:
+		out.Records = d.Records
+	case s.cfg.Domains != nil:
 		out.Records = s.cfg.Domains.Records(d.Name, d.Kind)
 	}
 	return out
@@ -235,10 +248,14 @@ func CheckAndRecord(ctx context.Context, st store.RecordStore, dc DomainChecker,
 	if err != nil {
 		return nil, err
 	}
-	ok, problem := dc.Check(ctx, name, cur.Kind)
+	res := dc.Check(ctx, name, cur.Kind)
+	ok, problem := res.OK, res.Problem
 	var out *store.Domain
 	err = store.Update[store.Domain](ctx, st, store.KindDomain, name, true, func(d *store.Domain) (*store.Domain, error) {
 		d.Checked = now.UTC()
+		if len(res.Records) > 0 {
+			d.Records = res.Records
+		}
 		switch {
 		case ok:
 			d.State, d.Problem = store.DomainVerified, ""

@@ -20,6 +20,9 @@ type Domains struct {
 	// domains with; empty: the system's (the first of /etc/resolv.conf).
 	// Split-horizon setups and tests name their own.
 	Resolver string `toml:"resolver"`
+	// CheckPort is the port the check fetches a domain's challenge from:
+	// the redirector's plain-HTTP port as the Internet reaches it; 0 is 80.
+	CheckPort int `toml:"check_port"`
 }
 
 // Validate checks the domains section and joins every problem, each named
@@ -28,6 +31,9 @@ func (d *Domains) Validate() error {
 	var errs []error
 	if d.Target != "" && !validHostName(d.Target) {
 		errs = append(errs, fmt.Errorf("domains.target: want a host name like track.relay.example (no scheme, port or IP address), got %q", d.Target))
+	}
+	if d.CheckPort < 0 || d.CheckPort > 65535 {
+		errs = append(errs, fmt.Errorf("domains.check_port: want 1-65535 (0: 80), got %d", d.CheckPort))
 	}
 	if d.Resolver != "" {
 		host, port, err := net.SplitHostPort(d.Resolver)

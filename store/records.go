@@ -395,7 +395,10 @@ type Domain struct {
 	Kind    string `json:"kind"`
 	State   string `json:"state"`
 	// Problem is the last check's explanation when it failed.
-	Problem  string    `json:"problem,omitempty"`
+	Problem string `json:"problem,omitempty"`
+	// Records are the DNS records to create, as the last check found them
+	// (a CNAME, or A/AAAA lines for an apex).
+	Records  []string  `json:"records,omitempty"`
 	Checked  time.Time `json:"checked"`
 	Verified time.Time `json:"verified"` // when it first passed
 	Declared bool      `json:"declared,omitempty"`

@@ -144,12 +144,20 @@ func (d *directory) read(ctx context.Context, cfg *config.Config) (*snapshot, er
 		}
 	}
 	defDomain, defScheme := defaultClickDomain(cfg)
+	// Verified domains of an account get certificates on demand when the
+	// redirector does ACME on an HTTPS listener: their new links are https.
+	acme := cfg.ACME
+	acme.SetDefaults()
+	ownScheme := defScheme
+	if cfg.Redirector.TLSListen != "" && acme.Enabled() {
+		ownScheme = "https"
+	}
 	byName := map[string]*smtpd.Credential{}
 	firstOf := map[string]*smtpd.Credential{}
 	snap := &snapshot{users: map[string]smtpd.User{}}
 	for i := range creds {
 		c := &creds[i]
-		sc := effectiveCredential(c, usable, defDomain, defScheme, d.log)
+		sc := effectiveCredential(c, usable, defDomain, defScheme, ownScheme, d.log)
 		byName[c.Username] = sc
 		if firstOf[c.Account] == nil {
 			firstOf[c.Account] = sc
@@ -203,7 +211,7 @@ func (d *directory) read(ctx context.Context, cfg *config.Config) (*snapshot, er
 // run-time credential's click domain is used only when it is a verified
 // domain of its own account; otherwise its links go to the default click
 // domain, and that is logged.
-func effectiveCredential(c *store.Credential, usable map[string]string, defDomain, defScheme string, log *slog.Logger) *smtpd.Credential {
+func effectiveCredential(c *store.Credential, usable map[string]string, defDomain, defScheme, ownScheme string, log *slog.Logger) *smtpd.Credential {
 	sc := &smtpd.Credential{
 		Username: c.Username, Account: c.Account, Clicks: c.Clicks, Opens: c.Opens, PreventScam: c.PreventScam,
 		Text: c.Text, TrackSigned: c.TrackSigned, ClickDomain: c.ClickDomain, Scheme: c.Scheme, Upstream: c.Upstream,
@@ -217,6 +225,7 @@ func effectiveCredential(c *store.Credential, usable map[string]string, defDomai
 	if c.ClickDomain != "" {
 		host := hostOnly(c.ClickDomain)
 		if acct, ok := usable[host]; ok && acct == c.Account {
+			sc.Scheme = ownScheme
 			return sc
 		}
 		log.Warn("credential's click domain is not a verified domain of its account; using the default",

@@ -66,7 +66,12 @@ func cmdRedirector(ctx context.Context, args []string, io stdio) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	sink := &redirector.HTTPSink{URL: rc.IngestURL, Secret: secret, Client: &http.Client{Timeout: time.Minute}}
-	opts, err := redirectorOptions(cfg, codec, sink, log, reg)
+	polURL, err := redirector.PolicyURL(rc.IngestURL)
+	if err != nil {
+		return err
+	}
+	policy := &redirector.HTTPPolicy{BaseURL: polURL, Secret: secret, Client: &http.Client{Timeout: 10 * time.Second}}
+	opts, err := redirectorOptions(cfg, codec, sink, policy, log, reg)
 	if err != nil {
 		return err
 	}
@@ -90,7 +95,7 @@ func cmdRedirector(ctx context.Context, args []string, io stdio) error {
 
 // redirectorOptions builds the redirector's options from the config; both
 // `trackrelay redirector` and `trackrelay serve` start it from these.
-func redirectorOptions(cfg *config.Config, codec *rewrite.Codec, sink redirector.Sink, log *slog.Logger, reg prometheus.Registerer) (redirector.Options, error) {
+func redirectorOptions(cfg *config.Config, codec *rewrite.Codec, sink redirector.Sink, policy redirector.DomainPolicy, log *slog.Logger, reg prometheus.Registerer) (redirector.Options, error) {
 	rc := cfg.Redirector
 	rc.SetDefaults()
 	domains := rc.ClickDomains
@@ -109,7 +114,7 @@ func redirectorOptions(cfg *config.Config, codec *rewrite.Codec, sink redirector
 			}
 		}
 	}
-	if len(domains) == 0 {
+	if len(domains) == 0 && policy == nil {
 		return redirector.Options{}, errors.New("redirector.click_domains: none configured, and no credential names a click_domain")
 	}
 	trusted, err := redirector.ParsePrefixes(rc.TrustedProxies)
@@ -136,6 +141,7 @@ func redirectorOptions(cfg *config.Config, codec *rewrite.Codec, sink redirector
 		Handler: redirector.Config{
 			Codec: codec, Domains: domains, MaxLinkAge: rc.MaxLinkAge, TrustedProxies: trusted,
 			Logger: log.With("component", "redirector"), Registerer: reg, Challenger: challenger,
+			Policy: policy,
 		},
 		JournalPath:  journal,
 		Listen:       rc.Listen,
@@ -162,7 +168,7 @@ func startServeRedirector(cfg *config.Config, httpAddr string, codec *rewrite.Co
 	if err := c.Redirector.Validate(); err != nil {
 		return nil, err
 	}
-	opts, err := redirectorOptions(&c, codec, redirector.CheckedSink(redirector.SinkFunc(st.IngestHits)), log, reg)
+	opts, err := redirectorOptions(&c, codec, redirector.CheckedSink(redirector.SinkFunc(st.IngestHits)), storePolicy{st}, log, reg)
 	if err != nil {
 		return nil, err
 	}

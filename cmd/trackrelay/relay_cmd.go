@@ -229,6 +229,7 @@ type relayApp struct {
 	log       *slog.Logger
 	store     store.DB
 	dir       *directory
+	checker   *relayChecker // domain checks; nil without [domains] target
 	spool     *smtpd.Spool
 	queue     *smtpd.Queue
 	server    *smtpd.Server
@@ -384,6 +385,9 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 	if err := syncDeclared(ctx, a.store, cfg); err != nil {
 		return err
 	}
+	if a.checker, err = newRelayChecker(cfg); err != nil {
+		return err
+	}
 	a.dir = newDirectory(a.store, cfg, log.With("component", "directory"))
 	snap, err := a.dir.firstSnapshot(ctx)
 	if err != nil {
@@ -524,6 +528,13 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 		defer wg.Done()
 		a.dir.run(rctx, time.Second)
 	}()
+	if a.checker != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			recheckDomains(rctx, a.store, a.checker, log.With("component", "domains"), func() { _ = a.dir.Reload(rctx) })
+		}()
+	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -670,6 +681,8 @@ func (a *relayApp) apiHandler(reg *prometheus.Registry, keys []api.Key) http.Han
 		a.log.Error("hit ingest endpoint off", "err", err)
 	} else if h != nil {
 		mux.Handle("POST "+ingestPath, h)
+		secret, _ := ingestSecret(a.cfg) // read by relayIngestHandler already
+		mux.Handle("GET "+domainsPath, domainsHandler(a.store, secret, a.log.With("component", "domains")))
 	}
 	// The REST API, over the keys the directory keeps.
 	kr, err := api.NewKeyring(keys)
@@ -678,8 +691,12 @@ func (a *relayApp) apiHandler(reg *prometheus.Registry, keys []api.Key) http.Han
 		return mux
 	}
 	a.keyring = kr
+	var dc api.DomainChecker
+	if a.checker != nil {
+		dc = a.checker
+	}
 	mux.Handle("/v1/", api.New(api.Config{
-		Submitter: a.spool, Store: a.store, Keys: kr,
+		Submitter: a.spool, Store: a.store, Keys: kr, Domains: dc,
 		OnChange: func() {
 			if err := a.dir.Reload(context.Background()); err != nil {
 				a.log.Error("reloading logins after a change failed", "err", err)
