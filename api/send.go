@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/emersion/go-smtp"
 	"io"
 	stdmime "mime"
 	"net/http"
@@ -155,19 +156,36 @@ func (s *server) send(w http.ResponseWriter, r *http.Request, p *Principal) erro
 		if errors.Is(err, smtpd.ErrTooBig) {
 			return &httpError{status: http.StatusRequestEntityTooLarge, msg: "message too big", err: err}
 		}
+		var se *smtp.SMTPError
+		if errors.As(err, &se) && se.EnhancedCode == (smtp.EnhancedCode{5, 7, 1}) {
+			return &httpError{status: http.StatusUnprocessableEntity, msg: "no recipient can be sent to: " + se.Message, err: err}
+		}
 		if errors.Is(err, smtpd.ErrInsufficientStorage) {
 			return &httpError{status: http.StatusServiceUnavailable, msg: "the relay is low on disk space; try again later", err: err}
 		}
 		return &httpError{status: http.StatusServiceUnavailable, msg: "cannot queue the message now; try again later", err: err}
 	}
-	if len(rc.CopyIDs) != len(plan.recipients) {
+	if len(rc.CopyIDs)+len(rc.Refused) != len(plan.recipients) {
 		return &httpError{status: http.StatusInternalServerError, msg: "internal error",
 			err: fmt.Errorf("submitter returned %d ids for %d recipients", len(rc.CopyIDs), len(plan.recipients))}
 	}
-	// SMTPeter's answer: one id per recipient, the id as the key.
+	// SMTPeter's answer: one id per recipient, the id as the key. A
+	// recipient on the suppression list has none: it is named, with the
+	// reason, in a Trackrelay-Refused field of the answer (and in the
+	// failures log), so the answer's JSON keeps SMTPeter's shape.
+	refused := map[string]bool{}
+	for _, r := range rc.Refused {
+		refused[r.Recipient] = true
+		w.Header().Add("Trackrelay-Refused", r.Recipient+"; "+r.Reason)
+	}
 	ids := make(map[string]string, len(plan.recipients))
-	for i, rcpt := range plan.recipients {
+	i := 0
+	for _, rcpt := range plan.recipients {
+		if refused[rcpt] {
+			continue
+		}
 		ids[store.FormatID(rc.CopyIDs[i])] = rcpt
+		i++
 	}
 	s.log.Info("api message queued", "account", p.Account, "message", store.FormatID(rc.MessageID), "recipients", len(ids))
 	writeJSON(w, http.StatusOK, ids)

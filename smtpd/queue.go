@@ -29,6 +29,11 @@ type Store interface {
 	// positions once, when its first copy is rewritten.
 	PutMessageLinks(ctx context.Context, message uint64, links []store.MessageLink) error
 	HasMessageLinks(ctx context.Context, message uint64) (bool, error)
+	// LookupAddresses and AppendEvents serve the suppression and
+	// no-tracking lists: suppressed recipients are refused (and the
+	// refusal logged), listed ones sent untracked.
+	LookupAddresses(ctx context.Context, list, account string, addresses []string) (map[string]*store.AddressEntry, error)
+	AppendEvents(ctx context.Context, events []store.Event) error
 }
 
 var _ Store = (*store.Relay)(nil)

@@ -225,6 +225,11 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if err := checkAddress(to, ss.mail.UTF8, errBadRecipient); err != nil {
 		return err
 	}
+	if rc, ok := ss.srv.cfg.Submitter.(RecipientChecker); ok {
+		if err := rc.CheckRecipient(ss.ctx, ss.cred, to); err != nil {
+			return replyError(ss.log, "rcpt", err, 0)
+		}
+	}
 	ss.rcpts = append(ss.rcpts, to)
 	return nil
 }
@@ -286,7 +291,7 @@ func (ss *session) Data(r io.Reader) error {
 	if fix != nil && ss.conn != nil {
 		ss.conn.pauses.Store(false) // go-smtp drains what is left: no pauses
 	}
-	if err == nil && (rcpt == nil || len(rcpt.CopyIDs) != len(sub.Recipients)) {
+	if err == nil && (rcpt == nil || len(rcpt.CopyIDs)+len(rcpt.Refused) != len(sub.Recipients)) {
 		err = errors.New("smtpd: submitter returned no receipt or the wrong number of copies")
 	}
 	if err != nil {

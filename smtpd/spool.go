@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-message/textproto"
+	"github.com/emersion/go-smtp"
 
 	"github.com/trackrelay/trackrelay/mime"
 	"github.com/trackrelay/trackrelay/store"
@@ -219,6 +220,15 @@ func (s *Spool) Submit(ctx context.Context, sub *Submission, body io.Reader) (*R
 	if err := s.CheckSpace(sub.Size); err != nil {
 		return nil, err
 	}
+	keep, refused, notrack := s.screen(ctx, sub)
+	if len(keep) == 0 {
+		return nil, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: refused[0].Reason}
+	}
+	if len(refused) > 0 {
+		cp := *sub
+		cp.Recipients = keep
+		sub = &cp
+	}
 	st := s.cfg.Store
 	msgID := st.NextID()
 	name := spoolName(msgID)
@@ -237,7 +247,7 @@ func (s *Spool) Submit(ctx context.Context, sub *Submission, body io.Reader) (*R
 	}()
 
 	now := s.cfg.Now().UTC()
-	ctrl, size, err := s.write(f, body, sub, msgID, now)
+	ctrl, sum, size, err := s.write(f, body, sub, msgID, now)
 	if err != nil {
 		return nil, err
 	}
@@ -263,13 +273,17 @@ func (s *Spool) Submit(ctx context.Context, sub *Submission, body io.Reader) (*R
 		ID: msgID, SpoolPath: name, Size: size, From: sub.From,
 		Recipients: slices.Clone(sub.Recipients), SMTPUTF8: sub.SMTPUTF8, Body8Bit: sub.Body8Bit,
 		Created: now, Remaining: len(sub.Recipients),
+		Account: sub.Cred.Account, Credential: sub.Cred.Username, Subject: sum.subject, HeaderFrom: sum.from,
 	}
-	copies, events := s.makeCopies(m, sub, ctrl, now)
+	copies, events := s.makeCopies(m, sub, ctrl, now, notrack)
+	if len(copies) > 0 {
+		m.Tags = copies[0].Tags
+	}
 	if err := st.AddMessage(ctx, m, copies, events); err != nil {
 		return nil, fmt.Errorf("smtpd: spool: record: %w", err)
 	}
 	committed = true
-	rc := &Receipt{MessageID: msgID, CopyIDs: make([]uint64, len(copies))}
+	rc := &Receipt{MessageID: msgID, CopyIDs: make([]uint64, len(copies)), Refused: refused}
 	for i, c := range copies {
 		rc.CopyIDs[i] = c.ID
 	}
@@ -285,7 +299,7 @@ func (s *Spool) Submit(ctx context.Context, sub *Submission, body io.Reader) (*R
 // writes the Received field, and at the end of its header the Date and
 // Message-ID fields the sender left out (a header it cannot read gets
 // only the Received field). Everything else is written as it came.
-func (s *Spool) write(f *os.File, body io.Reader, sub *Submission, id uint64, now time.Time) (mime.Controls, int64, error) {
+func (s *Spool) write(f *os.File, body io.Reader, sub *Submission, id uint64, now time.Time) (mime.Controls, headerSummary, int64, error) {
 	lim := &spoolLimit{r: body, n: s.cfg.MaxMessageBytes}
 	bw := bufio.NewWriterSize(f, 64<<10)
 	cw := &countWriter{w: bw}
@@ -296,19 +310,21 @@ func (s *Spool) write(f *os.File, body io.Reader, sub *Submission, id uint64, no
 	br := bufio.NewReaderSize(hc, 16<<10)
 	h, herr := textproto.ReadHeader(br)
 	var ctrl mime.Controls
+	var sum headerSummary
 	switch {
 	case lim.err != nil && lim.err != io.EOF:
-		return ctrl, 0, s.readErr(lim.err)
+		return ctrl, sum, 0, s.readErr(lim.err)
 	case herr == nil:
 		c, err := mime.ParseControls(&h)
 		if err != nil {
 			var ce *mime.ControlError
 			if errors.As(err, &ce) {
-				return ctrl, 0, ce
+				return ctrl, sum, 0, ce
 			}
-			return ctrl, 0, fmt.Errorf("smtpd: spool: control headers: %w", err)
+			return ctrl, sum, 0, fmt.Errorf("smtpd: spool: control headers: %w", err)
 		}
 		ctrl = c
+		sum = summarize(&h)
 	default:
 		s.log.Debug("spool header unreadable, controls ignored", "err", herr)
 	}
@@ -337,17 +353,17 @@ func (s *Spool) write(f *os.File, body io.Reader, sub *Submission, id uint64, no
 	// Everything br buffered has gone through the tee already.
 	if _, err := io.Copy(cw, lim); err != nil {
 		if cw.err != nil {
-			return ctrl, 0, s.diskErr("write", cw.err)
+			return ctrl, sum, 0, s.diskErr("write", cw.err)
 		}
-		return ctrl, 0, s.readErr(err)
+		return ctrl, sum, 0, s.readErr(err)
 	}
 	if cw.err != nil {
-		return ctrl, 0, s.diskErr("write", cw.err)
+		return ctrl, sum, 0, s.diskErr("write", cw.err)
 	}
 	if err := bw.Flush(); err != nil {
-		return ctrl, 0, s.diskErr("write", err)
+		return ctrl, sum, 0, s.diskErr("write", err)
 	}
-	return ctrl, cw.n, nil
+	return ctrl, sum, cw.n, nil
 }
 
 // headerEnd returns where fields may be added to a header block hdr (as
@@ -431,7 +447,7 @@ func pick(header, rest *bool, cred bool) bool {
 	return cred
 }
 
-func (s *Spool) makeCopies(m *store.Message, sub *Submission, ctrl mime.Controls, now time.Time) ([]*store.Copy, []store.Event) {
+func (s *Spool) makeCopies(m *store.Message, sub *Submission, ctrl mime.Controls, now time.Time, notrack map[string]bool) ([]*store.Copy, []store.Event) {
 	cr := sub.Cred
 	// Header tags are checked by mime.ParseControls and REST tags by the
 	// API; the cap here keeps any other caller from storing unbounded tags
@@ -450,6 +466,10 @@ func (s *Spool) makeCopies(m *store.Message, sub *Submission, ctrl mime.Controls
 		"trackclicks": clicks, "trackopens": opens, "preventscam": scam,
 		"credential": cr.Username, "message": store.FormatID(m.ID), "size": m.Size,
 	})
+	untrackedProps, _ := json.Marshal(map[string]any{
+		"trackclicks": false, "trackopens": false, "preventscam": scam, "notrack": true,
+		"credential": cr.Username, "message": store.FormatID(m.ID), "size": m.Size,
+	})
 	copies := make([]*store.Copy, len(sub.Recipients))
 	events := make([]store.Event, len(sub.Recipients))
 	for i, rcpt := range sub.Recipients {
@@ -461,11 +481,17 @@ func (s *Spool) makeCopies(m *store.Message, sub *Submission, ctrl mime.Controls
 			From: m.From, Recipient: rcpt, SMTPUTF8: m.SMTPUTF8, Body8Bit: m.Body8Bit,
 			Created: now, State: store.CopyQueued, NextAttempt: now,
 		}
+		p := props
+		if notrack[rcpt] {
+			// The reader asked not to be tracked: this copy goes as
+			// written, and its attempts record says so.
+			c.Clicks, c.Opens, p = false, false, untrackedProps
+		}
 		copies[i] = c
 		events[i] = store.Event{
 			Log: store.LogAttempts, Account: cr.Account, ID: c.ID, Time: now,
 			Recipient: rcpt, Tags: tags,
-			Fields: map[string]string{"envelope": m.From, "properties": string(props)},
+			Fields: map[string]string{"envelope": m.From, "properties": string(p)},
 		}
 	}
 	return copies, events

@@ -72,7 +72,22 @@ type Trace struct {
 // Receipt says what the spool made durable.
 type Receipt struct {
 	MessageID uint64   // the spooled original
-	CopyIDs   []uint64 // one per recipient, in Submission.Recipients order
+	CopyIDs   []uint64 // one per recipient taken, in Submission.Recipients order
+	// Refused are the recipients not taken, because the account's
+	// suppression list holds them; CopyIDs has none for them.
+	Refused []Refusal
+}
+
+// Refusal is a recipient the spool refused, and why in words.
+type Refusal struct {
+	Recipient, Reason string
+}
+
+// RecipientChecker is implemented by a Submitter that refuses some
+// recipients (the suppression list): the SMTP session asks it at RCPT, so
+// a client learns at once, with a 5.7.1 that says why.
+type RecipientChecker interface {
+	CheckRecipient(ctx context.Context, cred *Credential, rcpt string) error
 }
 
 // Submitter makes a message durable and queues one copy per recipient for
