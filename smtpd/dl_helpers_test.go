@@ -6,15 +6,20 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 )
 
 func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
 
+// readDir lists the files in p, leaving out a FolderUpstream's temporary
+// files (".tmp-*"): a copy being written is not yet delivered.
 func readDir(p string) ([]string, error) {
 	ents, err := os.ReadDir(p)
 	var names []string
 	for _, e := range ents {
-		names = append(names, e.Name())
+		if !strings.HasPrefix(e.Name(), ".tmp-") {
+			names = append(names, e.Name())
+		}
 	}
 	return names, err
 }
