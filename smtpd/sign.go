@@ -172,6 +172,17 @@ func (d *DKIM) keysFor(account string, domains []string) (*dkimAccount, []dkim.K
 	return a, nil
 }
 
+// Signing returns the selectors of the keys that sign account's mail
+// from domain now, in signing order.
+func (d *DKIM) Signing(account, domain string) []string {
+	_, keys := d.keysFor(account, []string{domain})
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, k.Selector)
+	}
+	return out
+}
+
 // signPlan is what the signer decided for one try of a copy.
 type signPlan struct {
 	d           *DKIM

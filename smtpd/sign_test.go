@@ -442,11 +442,10 @@ func corpusSample(t testing.TB, n int) []namedMsg {
 
 // setFrom replaces (or adds) the top-level From field of msg.
 func setFrom(msg []byte, from string) []byte {
-	sep := []byte("\r\n\r\n")
 	nl := "\r\n"
-	i := bytes.Index(msg, sep)
+	i := bytes.Index(msg, []byte("\r\n\r\n"))
 	if j := bytes.Index(msg, []byte("\n\n")); j >= 0 && (i < 0 || j < i) {
-		sep, nl, i = []byte("\n\n"), "\n", j
+		nl, i = "\n", j
 	}
 	if i < 0 {
 		return msg
