@@ -33,6 +33,8 @@ type Config struct {
 	Keys  KeyChecker
 	// Domains checks click and bounce domains; nil turns checks off.
 	Domains DomainChecker
+	// DKIM holds the settings of DKIM key checks and records (dkim.go).
+	DKIM DKIMSettings
 	// OnChange, when set, is called after the API changed a record, so
 	// the relay applies it at once (logins, domains).
 	OnChange func()

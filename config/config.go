@@ -45,6 +45,7 @@ type Config struct {
 	// acme.go and domains.go.
 	ACME    ACME    `toml:"acme"`
 	Domains Domains `toml:"domains"`
+	DKIM    DKIM    `toml:"dkim"` // see dkim.go
 
 	// BaseDir is the directory relative paths are resolved against: the
 	// config file's own directory when read by Load.
@@ -533,6 +534,7 @@ func (c *Config) SetDefaults() {
 	}
 	c.Redirector.SetDefaults()
 	c.ACME.SetDefaults()
+	c.DKIM.SetDefaults()
 }
 
 // Path resolves p against BaseDir. Empty stays empty.
@@ -772,7 +774,7 @@ func (c *Config) Validate() error {
 	if err := c.Redirector.Validate(); err != nil {
 		p = append(p, err)
 	}
-	p = append(p, c.ACME.Validate(), c.Domains.Validate(), c.validateRedirectorTLS()) // nils are dropped by Join
+	p = append(p, c.ACME.Validate(), c.Domains.Validate(), c.validateRedirectorTLS(), c.DKIM.Validate()) // nils are dropped by Join
 	return errors.Join(p...)
 }
 

@@ -41,11 +41,12 @@ func (q *Queue) tracker(c *store.Copy, onLink func(uint32, rewrite.Kind, string)
 // WriteCopy writes copy c of the spooled message read from src to dst:
 // the control headers stripped, and links and images tracked as c says.
 func (q *Queue) WriteCopy(dst io.Writer, src io.Reader, c *store.Copy) error {
-	return q.writeCopy(dst, src, c, nil)
+	return q.writeCopy(dst, src, c, nil, c.TrackSigned)
 }
 
-// writeCopy is WriteCopy telling onLink, when set, of every tracked URL.
-func (q *Queue) writeCopy(dst io.Writer, src io.Reader, c *store.Copy, onLink func(uint32, rewrite.Kind, string)) error {
+// writeCopy is WriteCopy telling onLink, when set, of every tracked URL,
+// and tracking a DKIM-signed message when trackSigned (it is re-signed).
+func (q *Queue) writeCopy(dst io.Writer, src io.Reader, c *store.Copy, onLink func(uint32, rewrite.Kind, string), trackSigned bool) error {
 	// mime.Rewrite buffers src itself; the walk writes in small pieces, so
 	// the output is buffered here, in a recycled buffer.
 	bw := copyWriters.Get().(*bufio.Writer)
@@ -54,7 +55,7 @@ func (q *Queue) writeCopy(dst io.Writer, src io.Reader, c *store.Copy, onLink fu
 		bw.Reset(nil)
 		copyWriters.Put(bw)
 	}()
-	_, err := mime.Rewrite(bw, src, mime.Options{TrackText: c.Text && c.Clicks, TrackSigned: c.TrackSigned}, func(mime.Controls) (mime.Tracker, error) {
+	_, err := mime.Rewrite(bw, src, mime.Options{TrackText: c.Text && c.Clicks, TrackSigned: trackSigned}, func(mime.Controls) (mime.Tracker, error) {
 		if !c.Clicks && !c.Opens {
 			return nil, nil
 		}
@@ -187,9 +188,13 @@ func (q *Queue) try(ctx context.Context, up Upstream, msg *store.Message, c *sto
 	}
 	defer f.Close()
 	env := Envelope{From: c.From, To: c.Recipient, SMTPUTF8: c.SMTPUTF8, Body8Bit: c.Body8Bit}
+	sign, err := q.dkimPlan(c, f) // sign.go: the copy's DKIM keys, if any
+	if err != nil {
+		return Result{State: "connect"}, errLocal{err}
+	}
 	used := false
 	ctx = WithFileName(ctx, store.FormatID(c.ID))
-	return up.Deliver(ctx, env, func(w io.Writer) error {
+	return up.Deliver(ctx, env, sign.wrap(func(w io.Writer) error {
 		if used {
 			if _, err := f.Seek(0, io.SeekStart); err != nil {
 				return errLocal{err}
@@ -197,13 +202,13 @@ func (q *Queue) try(ctx context.Context, up Upstream, msg *store.Message, c *sto
 		}
 		used = true
 		if links == nil {
-			return q.WriteCopy(w, f, c)
+			return q.writeCopy(w, f, c, nil, sign.trackSigned)
 		}
 		links.links = links.links[:0]
-		err := q.writeCopy(w, f, c, links.add)
+		err := q.writeCopy(w, f, c, links.add, sign.trackSigned)
 		links.done = err == nil
 		return err
-	})
+	}))
 }
 
 // backoff is the delay before the next try after attempts tries.

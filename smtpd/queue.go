@@ -47,6 +47,7 @@ type QueueConfig struct {
 	// ClickDomains are hosts whose links are never rewritten (each copy's
 	// own click domain is always one).
 	ClickDomains []string
+	DKIM         *DKIM         // signs copies with active keys (sign.go); nil signs nothing
 	Workers      int           // deliveries at once; default 16
 	RetryBase    time.Duration // first retry delay, doubling; default 1m
 	RetryMax     time.Duration // backoff cap; default 1h

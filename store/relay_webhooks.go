@@ -267,17 +267,16 @@ func (r *Relay) WebhookMessages(ctx context.Context, endpoint, state, before str
 	err := r.db.View(func(tx *bolt.Tx) error {
 		prefix := []byte(endpoint + "\x00")
 		c := tx.Bucket([]byte(bucketWHByEndpoint)).Cursor()
-		var k []byte
+		// Start just before the message before (or the endpoint's end).
+		from := prefixEnd(prefix)
 		if before != "" {
-			k, _ = c.Seek(append(bytes.Clone(prefix), before...))
-			k, _ = c.Prev()
+			from = append(bytes.Clone(prefix), before...)
+		}
+		k, _ := c.Seek(from)
+		if k == nil {
+			k, _ = c.Last()
 		} else {
-			k, _ = c.Seek(prefixEnd(prefix))
-			if k == nil {
-				k, _ = c.Last()
-			} else {
-				k, _ = c.Prev()
-			}
+			k, _ = c.Prev()
 		}
 		for ; k != nil && bytes.HasPrefix(k, prefix) && (limit <= 0 || len(out) < limit); k, _ = c.Prev() {
 			if err := ctx.Err(); err != nil {

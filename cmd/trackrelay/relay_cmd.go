@@ -235,6 +235,7 @@ type relayApp struct {
 	server    *smtpd.Server
 	upstreams map[string]smtpd.Upstream
 	keyring   *api.Keyring // the REST API's keys; nil when the API is off
+	dkim      *dkimKeeper  // DKIM signing keys and their checks (dkim_relay.go)
 	api       *http.Server
 	admin     *http.Server // the admin socket
 	ready     atomic.Bool
@@ -354,8 +355,11 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 		log.Info("spool removed unfinished files", "files", n)
 	}
 	clickDomains := append([]string(nil), cfg.Relay.ClickDomains...)
+	if a.dkim, err = newDKIMKeeper(ctx, a.store, dkimConfig(cfg), log.With("component", "dkim"), reg); err != nil {
+		return err
+	}
 	queue, err = smtpd.NewQueue(smtpd.QueueConfig{
-		Store: a.store, Spool: a.spool, Upstreams: a.upstreams, Codec: codec, ClickDomains: clickDomains,
+		Store: a.store, Spool: a.spool, Upstreams: a.upstreams, Codec: codec, ClickDomains: clickDomains, DKIM: a.dkim.signer,
 		Workers: cfg.Delivery.Workers, RetryBase: cfg.Delivery.RetryBase, RetryMax: cfg.Delivery.RetryMax,
 		MaxAge: cfg.Delivery.MaxAge, Logger: log.With("component", "delivery"), Registerer: reg,
 	})
@@ -518,8 +522,12 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 
 	a.dir.server = a.server
 	a.dir.keyring = a.keyring
-	wg.Add(2)
+	wg.Add(3)
 	rctx, stopRetention := context.WithCancel(context.Background())
+	go func() {
+		defer wg.Done()
+		a.dkim.run(rctx, time.Second)
+	}()
 	go func() {
 		defer wg.Done()
 		a.retention(rctx)
@@ -697,9 +705,13 @@ func (a *relayApp) apiHandler(reg *prometheus.Registry, keys []api.Key) http.Han
 	}
 	mux.Handle("/v1/", api.New(api.Config{
 		Submitter: a.spool, Store: a.store, Keys: kr, Domains: dc,
+		DKIM: a.dkim.settings(),
 		OnChange: func() {
 			if err := a.dir.Reload(context.Background()); err != nil {
 				a.log.Error("reloading logins after a change failed", "err", err)
+			}
+			if err := a.dkim.Reload(context.Background()); err != nil {
+				a.log.Error("reloading dkim keys after a change failed", "err", err)
 			}
 		},
 		MaxBodyBytes: a.cfg.SMTP.MaxMessageBytes*4/3 + 1<<20, // base64 attachments in JSON
