@@ -1,0 +1,166 @@
+package inbound
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+)
+
+// Feedback is an ARF feedback report (RFC 5965): a complaint, or with
+// FeedbackType "auth-failure" a DMARC failure report (RFC 6591, RFC 7489
+// section 7.3).
+type Feedback struct {
+	// FeedbackType is abuse, fraud, virus, other, not-spam, opt-out or
+	// auth-failure, lowercase.
+	FeedbackType string
+	UserAgent    string
+	Version      string
+	// Reporter names who sent it: Reporting-MTA's host, else the
+	// User-Agent, else the domain of the report's From.
+	Reporter         string
+	ReportingMTA     string
+	SourceIP         string
+	OriginalMailFrom string
+	OriginalRcptTo   []string
+	// Recipient is the complaining address: Original-Rcpt-To, else the
+	// To of the returned message (providers often redact it).
+	Recipient      string
+	ArrivalDate    string
+	Incidents      int
+	ReportedDomain []string
+	ReportedURI    []string
+	// Authentication failure fields (RFC 6591).
+	AuthFailure       string `json:",omitempty"`
+	DeliveryResult    string `json:",omitempty"`
+	DKIMDomain        string `json:",omitempty"`
+	DKIMSelector      string `json:",omitempty"`
+	DKIMIdentity      string `json:",omitempty"`
+	SPFDNS            string `json:",omitempty"`
+	IdentityAlignment string `json:",omitempty"`
+	AuthResults       []string
+	// Fields are every field of the report part as written.
+	Fields []HeaderField
+}
+
+// parseFeedback reads the fields of a feedback-report part.
+func parseFeedback(body []byte) *Feedback {
+	lr := newLineReader(bytes.NewReader(body))
+	var fields header
+	for {
+		h := readHeader(lr)
+		fields = append(fields, h...)
+		line, ok := lr.next()
+		if !ok {
+			break
+		}
+		lr.unread(line)
+		if len(fields) > maxHeaderFields {
+			break
+		}
+	}
+	if !fields.Has("Feedback-Type") {
+		return nil
+	}
+	f := &Feedback{
+		FeedbackType:      strings.ToLower(strings.Fields(fields.Get("Feedback-Type") + " ")[0]),
+		UserAgent:         fields.Get("User-Agent"),
+		Version:           fields.Get("Version"),
+		ReportingMTA:      hostOnly(stripType(fields.Get("Reporting-MTA"))),
+		SourceIP:          strings.Trim(fields.Get("Source-IP"), "[] "),
+		OriginalMailFrom:  normAddr(fields.Get("Original-Mail-From")),
+		ArrivalDate:       firstNonEmpty(fields.Get("Arrival-Date"), fields.Get("Received-Date")),
+		AuthFailure:       strings.ToLower(fields.Get("Auth-Failure")),
+		DeliveryResult:    strings.ToLower(fields.Get("Delivery-Result")),
+		DKIMDomain:        fields.Get("DKIM-Domain"),
+		DKIMSelector:      fields.Get("DKIM-Selector"),
+		DKIMIdentity:      fields.Get("DKIM-Identity"),
+		SPFDNS:            fields.Get("SPF-DNS"),
+		IdentityAlignment: fields.Get("Identity-Alignment"),
+		AuthResults:       fields.Values("Authentication-Results"),
+		ReportedDomain:    fields.Values("Reported-Domain"),
+		ReportedURI:       fields.Values("Reported-URI"),
+	}
+	if f.SourceIP != "" {
+		f.SourceIP = strings.Fields(f.SourceIP)[0]
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(fields.Get("Incidents"))); err == nil {
+		f.Incidents = n
+	}
+	for _, v := range fields.Values("Original-Rcpt-To") {
+		if a := normAddr(v); a != "" {
+			f.OriginalRcptTo = append(f.OriginalRcptTo, a)
+		}
+	}
+	for _, x := range fields {
+		f.Fields = append(f.Fields, HeaderField{Name: x.Name, Value: x.Value})
+	}
+	return f
+}
+
+// arf reads a feedback report: its report part, or (for the providers
+// that write one in the text) the fields in the text.
+func (m *msgView) arf() bool {
+	var f *Feedback
+	for _, e := range m.feedbacks {
+		if f = parseFeedback(e.body); f != nil {
+			break
+		}
+	}
+	if f == nil {
+		f = m.feedbackInText()
+	}
+	if f == nil {
+		if len(m.feedbacks) > 0 {
+			m.unparsed(UnparsedARF, "a feedback-report part without a Feedback-Type field")
+			return true
+		}
+		return false
+	}
+	m.finishFeedback(f)
+	return true
+}
+
+func (m *msgView) finishFeedback(f *Feedback) {
+	if len(f.OriginalRcptTo) > 0 {
+		f.Recipient = f.OriginalRcptTo[0]
+	} else if m.res.Original != nil {
+		f.Recipient = headerAddr(m.res.Original.To)
+	}
+	switch {
+	case f.ReportingMTA != "":
+		f.Reporter = f.ReportingMTA
+	case f.UserAgent != "":
+		f.Reporter = f.UserAgent
+	default:
+		if a := headerAddr(m.t.header.Get("From")); a != "" {
+			f.Reporter = a[strings.LastIndexByte(a, '@')+1:]
+		}
+	}
+	m.res.Feedback = f
+	m.res.Kind = KindComplaint
+	if f.FeedbackType == "auth-failure" {
+		m.res.Kind = KindDMARCFailure
+	}
+}
+
+// feedbackInText parses ARF fields written in a text part (some
+// providers send the report as text/plain).
+func (m *msgView) feedbackInText() *Feedback {
+	lower := strings.ToLower(m.text)
+	i := strings.Index(lower, "feedback-type:")
+	if i < 0 || (i > 0 && lower[i-1] != '\n') {
+		return nil
+	}
+	return parseFeedback([]byte(m.text[i:]))
+}
+
+// inlineFeedback classifies a message whose text holds ARF fields
+// without a report part.
+func (m *msgView) inlineFeedback() bool {
+	f := m.feedbackInText()
+	if f == nil {
+		return false
+	}
+	m.finishFeedback(f)
+	return true
+}

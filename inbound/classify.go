@@ -1,0 +1,391 @@
+package inbound
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+)
+
+// msgView is the classifier's view of a walked message.
+type msgView struct {
+	t   *tree
+	o   *Options
+	res *Result
+
+	texts     []*entity // human-readable parts, in order
+	statuses  []*entity // delivery-status parts
+	feedbacks []*entity // feedback-report parts
+	originals []*entity // returned messages or their headers
+	reports   []*entity // candidate report attachments
+
+	text       string // the readable text before the returned message
+	afterText  string // the readable text from the returned message on
+	textBlocks []textRecipient
+	scanned    bool
+}
+
+func (m *msgView) classify() {
+	for _, e := range m.t.parts {
+		switch {
+		case isStatusType(e.mediaType):
+			m.statuses = append(m.statuses, e)
+		case e.mediaType == "message/feedback-report":
+			m.feedbacks = append(m.feedbacks, e)
+		case isOriginalType(e.mediaType):
+			m.originals = append(m.originals, e)
+		case reportCandidate(e):
+			m.reports = append(m.reports, e)
+		case strings.HasPrefix(e.mediaType, "text/"):
+			m.texts = append(m.texts, e)
+		}
+	}
+	m.splitText()
+	m.res.Original = m.original()
+
+	if len(m.feedbacks) > 0 || m.reportType() == "feedback-report" {
+		if m.arf() {
+			return
+		}
+	}
+	if len(m.statuses) > 0 {
+		if m.dsn() {
+			return
+		}
+	}
+	if len(m.reports) > 0 || m.inlineReport() {
+		if m.report() {
+			return
+		}
+	}
+	if m.inlineFeedback() {
+		return
+	}
+	if m.looksLikeBounce() {
+		if m.textBounce() {
+			return
+		}
+		if m.res.Kind == "" {
+			m.unparsed(UnparsedBounceNoRecipient, "the message reads as a bounce, but names no recipient that could be found")
+		}
+		return
+	}
+	m.response()
+}
+
+func (m *msgView) reportType() string {
+	if m.t.mediaType != "multipart/report" {
+		return ""
+	}
+	return strings.ToLower(m.t.params["report-type"])
+}
+
+func (m *msgView) unparsed(reason, detail string) {
+	m.res.Kind = KindResponse
+	m.res.Recipients = nil
+	m.res.Response = &Response{Kind: ResponseUnparsed, Reason: reason, Detail: detail}
+}
+
+// originalMarkers are the lines non-MIME bounces put before the returned
+// message (lowercase, compared with the trimmed line's start).
+var originalMarkers = []string{
+	"--- below this line is a copy of the message",
+	"------ this is a copy of the message",
+	"------ this is a copy of your message",
+	"----- original message -----",
+	"----- original message follows",
+	"----- message header follows",
+	"--- the header of the original message is following",
+	"-----original message-----",
+	"original message follows",
+	"------- returned message --------",
+	"--- original message follows",
+	"----- unsent message below -----",
+	"---- unsent message follows ----",
+	"----- the original message follows",
+	"the original message was",
+	"--------- original message ---------",
+	"--- message header follows",
+	"----- transcript of session follows -----x", // never: kept in the text
+	"----- this is a copy of the original message",
+	"------ this is a copy of the headers",
+	"----- unsent message follows -----",
+	"--- original message header ---",
+	"----- original message header -----",
+	"------- original message --------",
+	"content-type: message/rfc822",
+	"--- message follows ---",
+	"received message follows",
+	"***** original message *****",
+	"----original message----",
+	"---------- forwarded message ----------",
+	"-------- original message --------",
+}
+
+// splitText joins the readable parts and splits off the returned message.
+func (m *msgView) splitText() {
+	var b strings.Builder
+	for _, e := range m.texts {
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(partText(e))
+	}
+	all := b.String()
+	lower := strings.ToLower(all)
+	cut := -1
+	pos := 0
+	for _, line := range strings.SplitAfter(lower, "\n") {
+		tl := strings.TrimSpace(line)
+		tl = strings.TrimLeft(tl, "| >")
+		for _, mk := range originalMarkers {
+			if strings.HasPrefix(tl, mk) && !strings.HasSuffix(mk, "x") {
+				cut = pos
+				break
+			}
+		}
+		if cut >= 0 {
+			break
+		}
+		pos += len(line)
+	}
+	if cut >= 0 {
+		m.text, m.afterText = all[:cut], all[cut:]
+	} else {
+		m.text = all
+	}
+}
+
+// original finds the returned message: a message/rfc822 (or headers)
+// part, else the text after a non-MIME bounce's marker line.
+func (m *msgView) original() *Original {
+	var raw []byte
+	headersOnly := false
+	truncated := false
+	for _, e := range m.originals {
+		raw, truncated = e.body, e.truncated
+		headersOnly = strings.Contains(e.mediaType, "headers")
+		if len(bytes.TrimSpace(raw)) > 0 {
+			break
+		}
+	}
+	if len(bytes.TrimSpace(raw)) == 0 && m.afterText != "" {
+		// Skip the marker line itself.
+		s := m.afterText
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			s = s[i+1:]
+		}
+		raw = []byte(strings.TrimLeft(s, "\n"))
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return nil
+	}
+	lr := newLineReader(bytes.NewReader(raw))
+	h := readHeader(lr)
+	if len(h) == 0 {
+		return nil
+	}
+	o := &Original{
+		MessageID:   strings.TrimSpace(h.Get("Message-ID")),
+		From:        decodeWords(h.Get("From")),
+		To:          decodeWords(h.Get("To")),
+		Subject:     squash(decodeWords(h.Get("Subject"))),
+		Date:        strings.TrimSpace(h.Get("Date")),
+		HeadersOnly: headersOnly,
+	}
+	if o.MessageID == "" && o.From == "" && o.To == "" && o.Subject == "" {
+		return nil
+	}
+	for _, f := range h {
+		o.Headers = append(o.Headers, HeaderField{Name: f.Name, Value: decodeWords(f.Value)})
+	}
+	ex := raw
+	if len(ex) > m.o.MaxExcerptBytes {
+		ex = ex[:m.o.MaxExcerptBytes]
+		truncated = true
+	}
+	o.Excerpt = append([]byte(nil), ex...)
+	o.ExcerptTruncated = truncated
+	return o
+}
+
+// dsn reads the delivery-status parts.
+func (m *msgView) dsn() bool {
+	var rcpts []dsnRecipient
+	reporting := ""
+	for _, e := range m.statuses {
+		f := parseDSN(e.body, m.o.MaxRecipients)
+		rcpts = append(rcpts, f.recipients...)
+		if reporting == "" {
+			reporting = f.reportingMTA
+		}
+	}
+	if len(rcpts) == 0 {
+		// A report part with no recipient: the text may still say.
+		return false
+	}
+	m.scanText()
+	delayed, failed := 0, 0
+	for _, d := range rcpts {
+		r := Recipient{
+			Address:         normAddr(firstNonEmpty(d.final, d.original)),
+			OriginalAddress: normAddr(d.original),
+			Action:          d.action,
+			RemoteMTA:       hostOnly(d.remoteMTA),
+		}
+		if r.OriginalAddress == r.Address {
+			r.OriginalAddress = ""
+		}
+		diag := squash(d.diag)
+		block := m.blockFor(r.Address, r.OriginalAddress)
+		if block != nil {
+			if diag == "" || genericDiag(diag) {
+				if block.diag != "" {
+					diag = firstNonEmpty(block.diag, diag)
+				}
+			}
+			if r.RemoteMTA == "" {
+				r.RemoteMTA = block.remote
+			}
+		}
+		if diag == "" && len(rcpts) == 1 && len(m.textBlocks) == 0 {
+			diag = m.summaryDiag()
+		}
+		if r.Action == "" {
+			r.Action = "failed"
+		}
+		fill(&r, normStatus(d.status), diag, d.diagType)
+		if r.Action == "delayed" {
+			delayed++
+		} else {
+			failed++
+		}
+		m.res.Recipients = append(m.res.Recipients, r)
+	}
+	switch {
+	case failed == 0 && delayed > 0:
+		m.res.Kind = KindDelayed
+	default:
+		m.res.Kind = KindBounce
+	}
+	if len(rcpts) >= m.o.MaxRecipients {
+		m.res.Limits = append(m.res.Limits, "recipients")
+	}
+	return true
+}
+
+// genericDiag reports whether a Diagnostic-Code says nothing beyond the
+// status (some MTAs write "smtp; 550" or a copy of the status).
+func genericDiag(d string) bool {
+	d = strings.TrimSpace(d)
+	if len(d) <= 12 {
+		return true
+	}
+	return false
+}
+
+// fill completes a recipient from its status field, its diagnostic and
+// the diagnostic's type: status, reply code, command, reason, verdict.
+func fill(r *Recipient, statusField, diag, diagType string) {
+	r.Diagnostic = clip(diag, 1000)
+	lower := strings.ToLower(diag)
+	r.ReplyCode = findReply(diag)
+	inText := findStatus(diag)
+	if inText == "" {
+		// qmail writes "(#5.1.1)".
+		if i := strings.Index(diag, "(#"); i >= 0 {
+			inText = findStatus(diag[i+2:])
+		}
+	}
+	st := preferStatus(statusField, inText, r.ReplyCode)
+	r.Command = smtpCommand(lower)
+	class := byte(0)
+	switch {
+	case st != "":
+		class = st[0]
+	case r.ReplyCode > 0:
+		class = strconv.Itoa(r.ReplyCode)[0]
+	case r.Action == "delayed":
+		class = '4'
+	}
+	reason := decideReason(lower, st, r.Command, diagType, r.Action)
+	if class == 0 {
+		class = '5'
+		if reason == ReasonExpired && r.Action == "delayed" {
+			class = '4'
+		}
+	}
+	if st == "" || st[0] == '2' && reason != ReasonDelivered {
+		if st == "" {
+			st = pseudoStatus(reason, class)
+			r.StatusInferred = true
+		}
+	}
+	r.Status = st
+	r.Reason = reason
+	r.Verdict = verdictFor(reason, class)
+	if r.Action == "delayed" {
+		r.Verdict = Soft
+	}
+}
+
+// decideReason: the words of the reply first, then what the status code
+// says on its own, then the context (delayed, the command, the
+// diagnostic's type).
+func decideReason(lower, st, cmd, diagType, action string) Reason {
+	if strings.HasPrefix(st, "2.") {
+		return ReasonDelivered
+	}
+	stReason := statusReason(st)
+	// Codes that say it all, whatever the words.
+	switch stReason {
+	case ReasonMailboxFull, ReasonHasMoved, ReasonNotAccept, ReasonRequirePTR, ReasonAuthFailure, ReasonSuspend, ReasonFailedSTARTTLS:
+		if pr := phraseReason(lower); pr == "" || pr == ReasonUserUnknown || pr == ReasonBlocked || pr == ReasonPolicyViolation || pr == ReasonSecurityError {
+			return stReason
+		}
+	}
+	if diagType == "x-unix" && !strings.Contains(lower, "quota") {
+		return ReasonMailerError
+	}
+	pr := phraseReason(lower)
+	if pr == ReasonUserUnknown && cmd == "DATA" {
+		pr = ReasonFiltered
+	}
+	if pr == ReasonUserUnknown && (cmd == "MAIL" || cmd == "HELO" || cmd == "CONN") && stReason != ReasonUserUnknown {
+		pr = ""
+	}
+	if pr != "" {
+		return pr
+	}
+	if stReason != "" {
+		if stReason == ReasonUserUnknown && cmd == "DATA" {
+			return ReasonFiltered
+		}
+		return stReason
+	}
+	if len(st) >= 3 {
+		switch st[:3] {
+		case "5.6", "4.6":
+			return ReasonContentError
+		case "5.7", "4.7":
+			return ReasonSecurityError
+		}
+	}
+	switch {
+	case action == "delayed" || action == "expired":
+		return ReasonExpired
+	case cmd == "HELO":
+		return ReasonBlocked
+	case strings.TrimSpace(lower) != "":
+		return ReasonOnHold
+	}
+	return ReasonUndefined
+}
+
+func firstNonEmpty(v ...string) string {
+	for _, s := range v {
+		if strings.TrimSpace(s) != "" {
+			return s
+		}
+	}
+	return ""
+}

@@ -1,0 +1,405 @@
+package inbound
+
+import (
+	"strings"
+)
+
+// textRecipient is a recipient named in a bounce's text, with the text
+// that follows it up to the next recipient.
+type textRecipient struct {
+	addr   string
+	diag   string
+	remote string
+	strong bool
+}
+
+// daemonLocal reports whether an address is a mail system's own (the
+// bounce's sender, never a bounced recipient).
+func daemonLocal(addr string) bool {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return false
+	}
+	switch strings.ToLower(addr[:at]) {
+	case "mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "daemon", "mdaemon", "root", "nobody":
+		return true
+	}
+	return false
+}
+
+// excluded is the set of addresses that are never bounced recipients:
+// the bounce's own sender and recipient, the envelope, the returned
+// message's sender.
+func (m *msgView) excluded() map[string]bool {
+	ex := map[string]bool{}
+	add := func(a string) {
+		if a = strings.ToLower(normAddr(a)); a != "" {
+			ex[a] = true
+		}
+	}
+	for _, a := range headerAddrs(m.t.header.Get("From")) {
+		add(a)
+	}
+	for _, a := range headerAddrs(m.t.header.Get("To")) {
+		add(a)
+	}
+	add(m.res.Envelope.MailFrom)
+	for _, a := range m.res.Envelope.Rcpt {
+		add(a)
+	}
+	if o := m.res.Original; o != nil {
+		add(headerAddr(o.From))
+		for _, f := range o.Headers {
+			if strings.EqualFold(f.Name, "Return-Path") || strings.EqualFold(f.Name, "Sender") {
+				add(headerAddr(f.Value))
+			}
+		}
+	}
+	return ex
+}
+
+// strongPrefixes end the text before an address that names a recipient.
+var strongPrefixes = []string{
+	"rcpt to:", "rcpt to: ", "rcpt to", "to:", "recipient:", "recipients:", "recipient address:", "address:",
+	"final-recipient: rfc822;", "original-recipient: rfc822;", "failed recipient:", "addressee:",
+	">>>", "delivery to", "delivered to", "deliver to", "delivering to", "delivery to the following recipient failed permanently:",
+	"could not be delivered to", "couldn't be delivered to", "not be delivered to", "was not delivered to",
+	"your message to", "message to", "mail to", "email to", "e-mail to", "sent to", "failed to", "failed for",
+	"undeliverable to", "recipient", "user", "mailbox", "address", "for", "to", "an", "a",
+	"error for", "problem with", "unable to deliver to", "couldn't reach", "could not reach", "reach",
+	"the following address", "following recipient", "following addresses", "user account", "email address",
+	"account", "destinatario", "destinataire", "empfänger", "rcpt", "the user", "for recipient",
+}
+
+// recipientLine reports whether the address at a in line names a
+// recipient by its place: first on the line, or after words that
+// introduce one. weak is set for an address that is only inside a reply.
+func recipientLine(line string, a addrAt) (strong, weak bool) {
+	pre := strings.ToLower(line[:a.start])
+	pre = strings.TrimRight(pre, " \t<\"'(")
+	pre = strings.TrimLeft(pre, " \t*-•>")
+	if pre == "" {
+		return true, false
+	}
+	for _, p := range strongPrefixes {
+		if strings.HasSuffix(pre, p) && (len(pre) == len(p) || !isWordByte(pre[len(pre)-len(p)-1]) || !isWordByte(p[0])) {
+			return true, false
+		}
+	}
+	if findReply(line) > 0 || findStatus(line) != "" {
+		return false, true
+	}
+	return false, false
+}
+
+func isWordByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// scanText finds the recipients a bounce's text names and the text that
+// belongs to each.
+func (m *msgView) scanText() {
+	if m.scanned {
+		return
+	}
+	m.scanned = true
+	ex := m.excluded()
+	lines := strings.Split(m.text, "\n")
+	type hit struct {
+		line   int
+		addr   string
+		end    int // offset after the address in its line
+		strong bool
+	}
+	var strong, weak []hit
+	for i, line := range lines {
+		if len(line) > 4096 {
+			continue
+		}
+		for _, a := range findAddrs(line) {
+			addr := normAddr(a.addr)
+			if ex[strings.ToLower(addr)] || daemonLocal(addr) {
+				continue
+			}
+			s, w := recipientLine(line, a)
+			if s {
+				strong = append(strong, hit{i, addr, a.end, true})
+				break
+			}
+			if w {
+				weak = append(weak, hit{i, addr, a.end, false})
+				break
+			}
+		}
+	}
+	hits := strong
+	if len(hits) == 0 {
+		hits = weak
+	}
+	if len(hits) == 0 {
+		return
+	}
+	// Consecutive hits of one address are one block.
+	var blocks []hit
+	for _, h := range hits {
+		if n := len(blocks); n > 0 && strings.EqualFold(blocks[n-1].addr, h.addr) {
+			continue
+		}
+		blocks = append(blocks, h)
+	}
+	idx := map[string]int{}
+	for k, h := range blocks {
+		end := len(lines)
+		if k+1 < len(blocks) {
+			end = blocks[k+1].line
+		}
+		first := lines[h.line]
+		rest := strings.TrimLeft(first[min(h.end, len(first)):], ">:.;, \t")
+		body := append([]string{rest}, lines[h.line+1:end]...)
+		diag := squash(strings.Join(cutBoilerplate(body), " "))
+		key := strings.ToLower(h.addr)
+		if j, ok := idx[key]; ok {
+			if diag != "" && !strings.Contains(m.textBlocks[j].diag, diag) {
+				m.textBlocks[j].diag = squash(m.textBlocks[j].diag + " " + diag)
+			}
+			continue
+		}
+		if len(m.textBlocks) >= m.o.MaxRecipients {
+			break
+		}
+		idx[key] = len(m.textBlocks)
+		m.textBlocks = append(m.textBlocks, textRecipient{addr: h.addr, diag: diag, remote: remoteHost(diag), strong: h.strong})
+	}
+}
+
+// boilerplate ends the useful text of a recipient's block: the lines that
+// follow are an MTA's closing words.
+var boilerplate = []string{
+	"for further assistance", "if you do so, please include", "the mail system", "please contact your",
+	"for more information", "this is a permanent error", "no action is required", "original message",
+	"reporting-mta:", "--- below this line", "------ this is a copy", "learn more", "to learn more",
+	"technical details", "the following address(es) failed", "------ this is a copy of the message",
+	"content-type:", "content-transfer-encoding:", "-- the postfix program",
+}
+
+func cutBoilerplate(lines []string) []string {
+	for i, l := range lines {
+		tl := strings.ToLower(strings.TrimSpace(l))
+		if i == 0 {
+			continue
+		}
+		for _, b := range boilerplate {
+			if strings.HasPrefix(tl, b) {
+				return lines[:i]
+			}
+		}
+	}
+	return lines
+}
+
+// remoteHost picks the remote MTA out of a diagnostic: "host X said",
+// "host X[ip]", "remote host X".
+func remoteHost(diag string) string {
+	lower := strings.ToLower(diag)
+	for _, key := range []string{"remote host ", "host ", "server "} {
+		i := strings.Index(lower, key)
+		for i >= 0 {
+			rest := diag[i+len(key):]
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				h := strings.Trim(f[0], "[]():;,<>")
+				h = strings.TrimSuffix(h, ".")
+				if strings.Contains(h, ".") && !strings.Contains(h, "@") && len(h) < 256 && (isWordByte(h[0])) {
+					return strings.ToLower(h)
+				}
+			}
+			j := strings.Index(lower[i+len(key):], key)
+			if j < 0 {
+				break
+			}
+			i = i + len(key) + j
+		}
+	}
+	return ""
+}
+
+// blockFor returns the text block of a recipient (by its final or its
+// original address), or the only block when there is one.
+func (m *msgView) blockFor(addrs ...string) *textRecipient {
+	for _, a := range addrs {
+		if a == "" {
+			continue
+		}
+		for i := range m.textBlocks {
+			if sameAddr(m.textBlocks[i].addr, a) {
+				return &m.textBlocks[i]
+			}
+		}
+	}
+	if len(m.textBlocks) == 1 {
+		return &m.textBlocks[0]
+	}
+	return nil
+}
+
+// summaryDiag returns the lines of the text that carry an SMTP reply or
+// status code, for a report whose status part gives no diagnostic.
+func (m *msgView) summaryDiag() string {
+	var out []string
+	for _, l := range strings.Split(m.text, "\n") {
+		if findReply(l) > 0 || findStatus(l) != "" {
+			out = append(out, l)
+		}
+	}
+	return clip(squash(strings.Join(out, " ")), 1000)
+}
+
+// bounceSubjects are words of bounce subjects (lowercase).
+var bounceSubjects = []string{
+	"undeliver", "undelivered", "delivery fail", "delivery status notification", "failure notice", "returned mail",
+	"mail delivery failed", "delivery failure", "non-delivery", "nondelivery", "could not be delivered",
+	"returned to sender", "delivery problem", "mail system error", "delivery notification", "bounce",
+	"failed delivery", "message not delivered", "not delivered", "delivery has failed", "rejected:",
+	"mail failure", "mail could not be delivered", "delivery report", "unzustellbar", "non remis",
+	"delivery error", "warning: could not send", "delayed mail", "delivery delayed", "delivery incomplete",
+	"returned message", "permanent error", "error sending message", "mensaje no entregado", "non recapitabile",
+	"failure delivery", "mail error", "rejected mail", "message delivery", "invalid recipient", "user unknown",
+	"nicht zustellbar", "could not send message", "delivery final failure", "your message was blocked",
+	"message you sent", "message blocked", "delivery to the following recipient", "notification (failure)",
+	"there was an error", "delivery status", "failed mail", "error",
+}
+
+// bounceMarkers are phrases of MTAs' bounce texts (lowercase).
+var bounceMarkers = []string{
+	"this is the qmail-send program", "this message was created automatically by mail delivery software",
+	"this is the mail system at host", "the original message was received at", "could not be delivered to",
+	"delivery to the following recipient", "i'm afraid i wasn't able to deliver", "unable to deliver your message",
+	"your message could not be delivered", "delivery has failed to these recipients", "the following addresses had permanent fatal errors",
+	"this is an automatically generated delivery status notification", "message could not be delivered",
+	"the following message to", "was undeliverable", "permanent fatal errors", "delivery failed",
+	"your message to", "failed permanently", "technical details of permanent failure", "message delivery has failed",
+	"could not deliver", "was not delivered", "sorry, we were unable to deliver", "undeliverable",
+	"mail delivery failed", "reporting-mta:", "final-recipient:", "remote host said", "transcript of session follows",
+	"delivery to the following recipients failed", "an error occurred while trying to deliver", "is not a valid address",
+	"giving up on", "could not be sent", "delivery status notification", "returned to sender", "delivery attempts will continue",
+	"has not yet been delivered", "could not send message for past", "will continue to try",
+}
+
+// looksLikeBounce weighs the signs that a message without a delivery-
+// status part is a bounce: the sender, the subject, X-Failed-Recipients,
+// the words of the text; signs of an auto-reply weigh against.
+func (m *msgView) looksLikeBounce() bool {
+	score := 0
+	h := m.t.header
+	if h.Has("X-Failed-Recipients") {
+		score += 3
+	}
+	if m.reportType() == "delivery-status" {
+		score += 3
+	}
+	from := strings.ToLower(decodeWords(h.Get("From")))
+	for _, w := range []string{"mailer-daemon", "mailer_daemon", "postmaster", "mail delivery", "mail administrator", "mail system", "mdaemon", "mail-daemon", "mailerdaemon", "bounce", "returned mail", "nobody@", "mailer daemon"} {
+		if strings.Contains(from, w) {
+			score += 2
+			break
+		}
+	}
+	subj := strings.ToLower(m.res.Subject)
+	for _, w := range bounceSubjects {
+		if strings.Contains(subj, w) {
+			score += 2
+			break
+		}
+	}
+	lower := strings.ToLower(m.text)
+	for _, w := range bounceMarkers {
+		if strings.Contains(lower, w) {
+			score += 2
+			break
+		}
+	}
+	if m.res.Envelope.MailFrom == "" && strings.Contains(strings.ToLower(h.Get("Return-Path")), "<>") {
+		score++
+	}
+	if autoReplyKind(m) != "" {
+		score -= 3
+	}
+	return score >= 2
+}
+
+// delayWords say a text bounce is a delay warning.
+var delayWords = []string{
+	"this is a warning message only", "delivery is delayed", "has not yet been delivered", "will continue to try",
+	"delivery attempts will continue", "still trying", "could not send message for past", "message is delayed",
+	"delivery delayed", "(delay)", "will be retried", "not yet been delivered", "will keep trying",
+}
+
+// textBounce reads a bounce that has no delivery-status part: DSN fields
+// written into its text, else the recipients its text names.
+func (m *msgView) textBounce() bool {
+	lower := strings.ToLower(m.text)
+	if strings.Contains(lower, "final-recipient:") || strings.Contains(lower, "original-recipient:") {
+		f := parseDSN([]byte(m.text), m.o.MaxRecipients)
+		if len(f.recipients) > 0 {
+			m.statuses = append(m.statuses, &entity{mediaType: "message/delivery-status", body: []byte(m.text)})
+			if m.dsn() {
+				return true
+			}
+		}
+	}
+	m.scanText()
+	blocks := m.textBlocks
+	failed := headerAddrs(m.t.header.Get("X-Failed-Recipients"))
+	if len(failed) > 0 {
+		// The header is the list; the text says why.
+		var out []textRecipient
+		for _, a := range failed {
+			if b := m.blockFor(a); b != nil && (len(failed) > 1 || sameAddr(b.addr, a)) {
+				out = append(out, textRecipient{addr: a, diag: b.diag, remote: b.remote})
+			} else {
+				out = append(out, textRecipient{addr: a, diag: m.bodyDiag()})
+			}
+		}
+		blocks = out
+	}
+	if len(blocks) == 0 && m.res.Original != nil {
+		if to := headerAddr(m.res.Original.To); to != "" && !daemonLocal(to) {
+			blocks = []textRecipient{{addr: to, diag: m.bodyDiag()}}
+		}
+	}
+	if len(blocks) == 0 {
+		return false
+	}
+	action := "failed"
+	subj := strings.ToLower(m.res.Subject)
+	for _, w := range delayWords {
+		if strings.Contains(lower, w) || strings.Contains(subj, w) {
+			action = "delayed"
+			break
+		}
+	}
+	if action == "delayed" && (strings.Contains(lower, "permanent") || strings.Contains(lower, "fatal error") || strings.Contains(lower, "given up") || strings.Contains(lower, "gave up")) {
+		action = "failed"
+	}
+	for _, b := range blocks {
+		r := Recipient{Address: b.addr, Action: action, RemoteMTA: b.remote}
+		diag := b.diag
+		if diag == "" {
+			diag = m.bodyDiag()
+		}
+		fill(&r, "", diag, "")
+		m.res.Recipients = append(m.res.Recipients, r)
+	}
+	if action == "delayed" {
+		m.res.Kind = KindDelayed
+	} else {
+		m.res.Kind = KindBounce
+	}
+	return true
+}
+
+// bodyDiag is the text of a bounce squashed to one line, for a
+// recipient whose own block is empty.
+func (m *msgView) bodyDiag() string {
+	return clip(squash(m.text), 1000)
+}
