@@ -102,7 +102,10 @@ var originalMarkers = []string{
 	"----- unsent message below -----",
 	"---- unsent message follows ----",
 	"----- the original message follows",
-	"the original message was",
+	"message headers follow",
+	"included is a copy of the message header",
+	"below is a copy of the original message",
+	"------ original message ------",
 	"--------- original message ---------",
 	"--- message header follows",
 	"----- transcript of session follows -----x", // never: kept in the text
@@ -130,7 +133,7 @@ func (m *msgView) splitText() {
 		}
 		b.WriteString(partText(e))
 	}
-	all := b.String()
+	all := unquote(b.String())
 	lower := strings.ToLower(all)
 	cut := -1
 	pos := 0
@@ -153,6 +156,33 @@ func (m *msgView) splitText() {
 	} else {
 		m.text = all
 	}
+}
+
+// unquote removes one level of "> " quoting from a text whose lines are
+// mostly quoted: a bounce forwarded by a person.
+func unquote(s string) string {
+	lines := strings.Split(s, "\n")
+	quoted, nonEmpty := 0, 0
+	for _, l := range lines {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		nonEmpty++
+		if strings.HasPrefix(l, ">") {
+			quoted++
+		}
+	}
+	if nonEmpty < 4 || quoted*2 < nonEmpty {
+		return s
+	}
+	for i, l := range lines {
+		if strings.HasPrefix(l, ">") {
+			l = l[1:]
+			l = strings.TrimPrefix(l, " ")
+			lines[i] = l
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // original finds the returned message: a message/rfc822 (or headers)
@@ -253,7 +283,11 @@ func (m *msgView) dsn() bool {
 		if r.Action == "" {
 			r.Action = "failed"
 		}
-		fill(&r, normStatus(d.status), diag, d.diagType)
+		ctx := ""
+		if block != nil {
+			ctx = block.diag
+		}
+		fill(&r, normStatus(d.status), diag, d.diagType, ctx)
 		if r.Action == "delayed" {
 			delayed++
 		} else {
@@ -285,19 +319,19 @@ func genericDiag(d string) bool {
 
 // fill completes a recipient from its status field, its diagnostic and
 // the diagnostic's type: status, reply code, command, reason, verdict.
-func fill(r *Recipient, statusField, diag, diagType string) {
+func fill(r *Recipient, statusField, diag, diagType, context string) {
 	r.Diagnostic = clip(diag, 1000)
 	lower := strings.ToLower(diag)
 	r.ReplyCode = findReply(diag)
-	inText := findStatus(diag)
-	if inText == "" {
-		// qmail writes "(#5.1.1)".
-		if i := strings.Index(diag, "(#"); i >= 0 {
-			inText = findStatus(diag[i+2:])
-		}
-	}
+	inText := findStatusNot(diag, statusField)
 	st := preferStatus(statusField, inText, r.ReplyCode)
 	r.Command = smtpCommand(lower)
+	if r.Command == "" && context != "" {
+		r.Command = smtpCommand(strings.ToLower(context))
+	}
+	if r.ReplyCode == 0 && context != "" {
+		r.ReplyCode = findReply(context)
+	}
 	class := byte(0)
 	switch {
 	case st != "":
@@ -338,7 +372,7 @@ func decideReason(lower, st, cmd, diagType, action string) Reason {
 	stReason := statusReason(st)
 	// Codes that say it all, whatever the words.
 	switch stReason {
-	case ReasonMailboxFull, ReasonHasMoved, ReasonNotAccept, ReasonRequirePTR, ReasonAuthFailure, ReasonSuspend, ReasonFailedSTARTTLS:
+	case ReasonMailboxFull, ReasonExceedLimit, ReasonHasMoved, ReasonNotAccept, ReasonRequirePTR, ReasonAuthFailure, ReasonSuspend, ReasonFailedSTARTTLS:
 		if pr := phraseReason(lower); pr == "" || pr == ReasonUserUnknown || pr == ReasonBlocked || pr == ReasonPolicyViolation || pr == ReasonSecurityError {
 			return stReason
 		}
@@ -349,6 +383,22 @@ func decideReason(lower, st, cmd, diagType, action string) Reason {
 	pr := phraseReason(lower)
 	if pr == ReasonUserUnknown && cmd == "DATA" {
 		pr = ReasonFiltered
+	}
+	if pr == ReasonUserUnknown && stReason != ReasonUserUnknown && cmd != "RCPT" {
+		// "User unknown" is hard only with evidence: a code that says so
+		// (x.1.1) or a refusal at RCPT TO. Without it (no code, x.0.0,
+		// 5.2.x, 5.7.x, and no command named) it is taken as a filter's
+		// refusal, as Sisimai does: content filters often answer "user
+		// unknown", and a wrong suppression costs more than a late one.
+		pr = ReasonFiltered
+	}
+	if pr == ReasonHostUnknown && len(st) > 0 && st[0] == '4' {
+		// A temporary "domain not found" is a DNS failure.
+		pr = ReasonNetworkError
+	}
+	if cmd == "MAIL" && (pr == ReasonUserUnknown || pr == ReasonHostUnknown || pr == ReasonFiltered) {
+		// Refused at MAIL FROM: it is the sender that is unknown.
+		pr = ReasonRejected
 	}
 	if pr == ReasonUserUnknown && (cmd == "MAIL" || cmd == "HELO" || cmd == "CONN") && stReason != ReasonUserUnknown {
 		pr = ""

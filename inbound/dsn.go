@@ -160,6 +160,11 @@ func preferStatus(field, inText string, reply int) string {
 	if vague(field) > vague(inText) {
 		return inText
 	}
+	if (field == "5.1.1" || field == "4.4.7") && vague(inText) == 0 && !strings.HasPrefix(inText, "5.5.") {
+		// 5.1.1 is many MTAs' default for any refusal, and 4.4.7 ("delivery
+		// time expired") hides the error that made it expire.
+		return inText
+	}
 	return field
 }
 

@@ -223,6 +223,10 @@ func smtpCommand(lower string) string {
 		at  int
 	}
 	cands := []cand{
+		{"MAIL", idx("but sender was rejected", "did not like our mail from")},
+		{"HELO", idx("but my name was rejected")},
+		{"DATA", idx("smtp command data", "command data", "did not like our final data", "did not like our data", ">>> data")},
+		{"RCPT", idx("did not like our rcpt", "rcpt to response", "does not like recipient")},
 		{"RCPT", idx("rcpt to", "in reply to rcpt", "after rcpt", "rcpt command", "recipient address rejected")},
 		{"DATA", idx("end of data", "after data", "in reply to end of data", "in reply to data", "after end of", "data command", "message body", "after the message")},
 		{"MAIL", idx("mail from", "in reply to mail", "after mail", "sender address rejected")},
@@ -238,45 +242,82 @@ func smtpCommand(lower string) string {
 	return best.cmd
 }
 
-// findStatus returns the first RFC 3463 code in s ("5.1.1"), or "".
+// findStatus returns the first RFC 3463 failure code in s ("5.1.1"), or
+// a success code (2.x.x) when there is no failure code, or "".
 func findStatus(s string) string {
-	for i := 0; i+5 <= len(s); i++ {
-		c := s[i]
-		if c != '2' && c != '4' && c != '5' {
+	return findStatusNot(s, "")
+}
+
+// findStatusNot is findStatus skipping the codes equal to not, unless
+// there is no other one.
+func findStatusNot(s, not string) string {
+	first, success := "", ""
+	for i := 0; i+5 <= len(s); {
+		c, n := scanStatus(s, i)
+		if c == "" {
+			i++
 			continue
 		}
-		if i > 0 && (isDigit(s[i-1]) || s[i-1] == '.') {
+		i = n
+		if c[0] == '2' {
+			if success == "" {
+				success = c
+			}
 			continue
 		}
-		if s[i+1] != '.' {
-			continue
+		if first == "" {
+			first = c
 		}
-		j := i + 2
-		k := j
-		for k < len(s) && isDigit(s[k]) && k-j < 3 {
-			k++
+		if c != not {
+			return c
 		}
-		if k == j || k >= len(s) || s[k] != '.' || (k < len(s) && isDigit(s[k]) && k-j >= 3) {
-			continue
-		}
-		m := k + 1
-		n := m
-		for n < len(s) && isDigit(s[n]) && n-m < 3 {
-			n++
-		}
-		if n == m {
-			continue
-		}
-		if n < len(s) && (isDigit(s[n]) || (s[n] == '.' && n+1 < len(s) && isDigit(s[n+1]))) {
-			continue // part of an IP address or a version number
-		}
-		sub, _ := strconv.Atoi(s[j:k])
-		if sub > 7 {
-			continue
-		}
-		return s[i:n]
 	}
-	return ""
+	if first != "" {
+		return first
+	}
+	return success
+}
+
+// scanStatus reads a status code at s[i:], returning it and the offset
+// after it, or "" when there is none there.
+func scanStatus(s string, i int) (string, int) {
+	if i+5 > len(s) {
+		return "", 0
+	}
+	c := s[i]
+	if c != '2' && c != '4' && c != '5' {
+		return "", 0
+	}
+	if i > 0 && (isDigit(s[i-1]) || s[i-1] == '.') {
+		return "", 0
+	}
+	if s[i+1] != '.' {
+		return "", 0
+	}
+	j := i + 2
+	k := j
+	for k < len(s) && isDigit(s[k]) && k-j < 3 {
+		k++
+	}
+	if k == j || k >= len(s) || s[k] != '.' {
+		return "", 0
+	}
+	m := k + 1
+	n := m
+	for n < len(s) && isDigit(s[n]) && n-m < 3 {
+		n++
+	}
+	if n == m {
+		return "", 0
+	}
+	if n < len(s) && (isDigit(s[n]) || (s[n] == '.' && n+1 < len(s) && isDigit(s[n+1]))) {
+		return "", 0 // part of an IP address or a version number
+	}
+	sub, _ := strconv.Atoi(s[j:k])
+	if sub > 7 {
+		return "", 0
+	}
+	return s[i:n], n
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
@@ -290,7 +331,7 @@ func findReply(s string) int {
 		if c != '4' && c != '5' {
 			continue
 		}
-		if i > 0 && strings.IndexByte(" \t:(['\"<>=;\n", s[i-1]) < 0 {
+		if i > 0 && strings.IndexByte(" \t:(['\"<>=;\n,", s[i-1]) < 0 {
 			continue
 		}
 		if i > 0 && s[i-1] == '#' {
@@ -299,7 +340,7 @@ func findReply(s string) int {
 		if !isDigit(s[i+1]) || !isDigit(s[i+2]) || s[i+1] > '5' {
 			continue
 		}
-		if i+3 < len(s) && strings.IndexByte(" -\n\t)]", s[i+3]) < 0 {
+		if i+3 < len(s) && strings.IndexByte(" -\n\t)],", s[i+3]) < 0 {
 			continue
 		}
 		if i+4 < len(s) && s[i+3] == '-' && !(isDigit(s[i+4]) || s[i+4] == ' ' || s[i+4] >= 'A') {

@@ -78,7 +78,7 @@ func recipientLine(line string, a addrAt) (strong, weak bool) {
 	pre := strings.ToLower(line[:a.start])
 	pre = strings.TrimRight(pre, " \t<\"'(")
 	pre = strings.TrimLeft(pre, " \t*-•>")
-	if pre == "" {
+	if pre == "" || isReplyPrefix(pre) {
 		return true, false
 	}
 	for _, p := range strongPrefixes {
@@ -90,6 +90,17 @@ func recipientLine(line string, a addrAt) (strong, weak bool) {
 		return false, true
 	}
 	return false, false
+}
+
+// isReplyPrefix reports whether s is a bare SMTP reply code, perhaps with
+// a status code ("554", "550 5.1.1"): sendmail writes a recipient's line
+// as "550 <addr>... User unknown".
+func isReplyPrefix(s string) bool {
+	f := strings.Fields(s)
+	if len(f) == 0 || len(f) > 2 || len(f[0]) != 3 || findReply(f[0]) == 0 {
+		return false
+	}
+	return len(f) == 1 || findStatus(f[1]) == f[1]
 }
 
 func isWordByte(c byte) bool {
@@ -178,7 +189,7 @@ var boilerplate = []string{
 	"for further assistance", "if you do so, please include", "the mail system", "please contact your",
 	"for more information", "this is a permanent error", "no action is required", "original message",
 	"reporting-mta:", "--- below this line", "------ this is a copy", "learn more", "to learn more",
-	"technical details", "the following address(es) failed", "------ this is a copy of the message",
+	"the following address(es) failed", "------ this is a copy of the message",
 	"content-type:", "content-transfer-encoding:", "-- the postfix program",
 }
 
@@ -387,7 +398,7 @@ func (m *msgView) textBounce() bool {
 		if diag == "" {
 			diag = m.bodyDiag()
 		}
-		fill(&r, "", diag, "")
+		fill(&r, "", diag, "", "")
 		m.res.Recipients = append(m.res.Recipients, r)
 	}
 	if action == "delayed" {
