@@ -60,6 +60,9 @@ func (m *msgView) classify() {
 	if m.inlineFeedback() {
 		return
 	}
+	if m.ses() {
+		return
+	}
 	if m.looksLikeBounce() {
 		if m.textBounce() {
 			return
@@ -106,6 +109,10 @@ var originalMarkers = []string{
 	"included is a copy of the message header",
 	"below is a copy of the original message",
 	"------ original message ------",
+	"original message headers",
+	"en-têtes de message d'origine",
+	"en-tetes de message d'origine",
+	"ursprüngliche nachrichtenkopfzeilen",
 	"--------- original message ---------",
 	"--- message header follows",
 	"----- transcript of session follows -----x", // never: kept in the text
@@ -254,7 +261,7 @@ func (m *msgView) dsn() bool {
 		return false
 	}
 	m.scanText()
-	delayed, failed := 0, 0
+	delayed, failed, delivered := 0, 0, 0
 	for _, d := range rcpts {
 		r := Recipient{
 			Address:         normAddr(firstNonEmpty(d.final, d.original)),
@@ -272,6 +279,10 @@ func (m *msgView) dsn() bool {
 				if block.diag != "" {
 					diag = firstNonEmpty(block.diag, diag)
 				}
+			} else if i := strings.Index(strings.ToLower(block.diag), strings.ToLower(diag)); i >= 0 {
+				// The status part's copy may be cut at its first line; the
+				// text has the whole reply.
+				diag = block.diag[i:]
 			}
 			if r.RemoteMTA == "" {
 				r.RemoteMTA = block.remote
@@ -285,12 +296,15 @@ func (m *msgView) dsn() bool {
 		}
 		ctx := ""
 		if block != nil {
-			ctx = block.diag
+			ctx = block.ctx
 		}
 		fill(&r, normStatus(d.status), diag, d.diagType, ctx)
-		if r.Action == "delayed" {
+		switch r.Action {
+		case "delayed":
 			delayed++
-		} else {
+		case "delivered", "relayed", "expanded":
+			delivered++
+		default:
 			failed++
 		}
 		m.res.Recipients = append(m.res.Recipients, r)
@@ -298,6 +312,8 @@ func (m *msgView) dsn() bool {
 	switch {
 	case failed == 0 && delayed > 0:
 		m.res.Kind = KindDelayed
+	case failed == 0 && delivered > 0:
+		m.res.Kind = KindDelivered
 	default:
 		m.res.Kind = KindBounce
 	}
@@ -341,10 +357,11 @@ func fill(r *Recipient, statusField, diag, diagType, context string) {
 	case r.Action == "delayed":
 		class = '4'
 	}
-	reason := decideReason(lower, st, r.Command, diagType, r.Action)
+	reason := decideReason(matchText(diag), st, r.Command, diagType, r.Action, r.ReplyCode > 0 || inText != "")
 	if class == 0 {
 		class = '5'
-		if reason == ReasonExpired && r.Action == "delayed" {
+		if reason == ReasonExpired && (r.Action == "delayed" || strings.Contains(lower, "retry timeout exceeded") || strings.Contains(lower, "have been failing for a long time")) {
+			// Exim's words for giving up after temporary errors.
 			class = '4'
 		}
 	}
@@ -362,18 +379,44 @@ func fill(r *Recipient, statusField, diag, diagType, context string) {
 	}
 }
 
+// setReason replaces a recipient's reason, with the inferred status and
+// the verdict that go with it.
+func setReason(r *Recipient, reason Reason) {
+	class := byte('5')
+	if len(r.Status) > 0 {
+		class = r.Status[0]
+	}
+	r.Reason = reason
+	if r.StatusInferred {
+		r.Status = pseudoStatus(reason, class)
+	}
+	r.Verdict = verdictFor(reason, class)
+	if r.Action == "delayed" {
+		r.Verdict = Soft
+	}
+}
+
 // decideReason: the words of the reply first, then what the status code
 // says on its own, then the context (delayed, the command, the
 // diagnostic's type).
-func decideReason(lower, st, cmd, diagType, action string) Reason {
+func decideReason(lower, st, cmd, diagType, action string, remoteReply bool) Reason {
 	if strings.HasPrefix(st, "2.") {
 		return ReasonDelivered
 	}
 	stReason := statusReason(st)
+	if dr := decisiveReason(lower); dr != "" {
+		return dr
+	}
 	// Codes that say it all, whatever the words.
 	switch stReason {
 	case ReasonMailboxFull, ReasonExceedLimit, ReasonHasMoved, ReasonNotAccept, ReasonRequirePTR, ReasonAuthFailure, ReasonSuspend, ReasonFailedSTARTTLS:
-		if pr := phraseReason(lower); pr == "" || pr == ReasonUserUnknown || pr == ReasonBlocked || pr == ReasonPolicyViolation || pr == ReasonSecurityError {
+		if pr := phraseReason(lower); pr == "" || pr == ReasonUserUnknown || pr == ReasonBlocked || pr == ReasonPolicyViolation || pr == ReasonSecurityError || pr == ReasonMesgTooBig || pr == ReasonFiltered {
+			return stReason
+		}
+	}
+	if stReason != "" && stReason != ReasonDelivered && matchesReason(lower, stReason) {
+		// The words confirm what the code says.
+		if !(stReason == ReasonUserUnknown && cmd == "MAIL") {
 			return stReason
 		}
 	}
@@ -381,16 +424,19 @@ func decideReason(lower, st, cmd, diagType, action string) Reason {
 		return ReasonMailerError
 	}
 	pr := phraseReason(lower)
-	if pr == ReasonUserUnknown && cmd == "DATA" {
+	if pr == ReasonUserUnknown && stReason != ReasonUserUnknown && cmd != "RCPT" && (cmd != "" || remoteReply) {
+		// A remote host's "user unknown" is hard only with evidence: a
+		// code that says so (x.1.1) or a refusal at RCPT TO. Without it
+		// (no code, x.0.0, 5.2.x, 5.7.x, and no command named, or a
+		// refusal after DATA) it is taken as a filter's refusal, as
+		// Sisimai does: content filters often answer "user unknown", and a
+		// wrong suppression costs more than a late one. An MTA's own words
+		// about its directory, with no SMTP reply, are trusted.
 		pr = ReasonFiltered
 	}
-	if pr == ReasonUserUnknown && stReason != ReasonUserUnknown && cmd != "RCPT" {
-		// "User unknown" is hard only with evidence: a code that says so
-		// (x.1.1) or a refusal at RCPT TO. Without it (no code, x.0.0,
-		// 5.2.x, 5.7.x, and no command named) it is taken as a filter's
-		// refusal, as Sisimai does: content filters often answer "user
-		// unknown", and a wrong suppression costs more than a late one.
-		pr = ReasonFiltered
+	if cmd == "HELO" && (pr == "" || pr == ReasonHostUnknown || pr == ReasonUserUnknown || pr == ReasonRejected || pr == ReasonFiltered) {
+		// Refused at HELO: it is the sending host that was refused.
+		pr = ReasonBlocked
 	}
 	if pr == ReasonHostUnknown && len(st) > 0 && st[0] == '4' {
 		// A temporary "domain not found" is a DNS failure.

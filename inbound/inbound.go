@@ -21,8 +21,11 @@ type Envelope struct {
 type Kind string
 
 const (
-	KindBounce    Kind = "bounce"    // a delivery failure (Result.Recipients)
-	KindDelayed   Kind = "delayed"   // a delay warning (Action: delayed): logged, not a bounce
+	KindBounce  Kind = "bounce"  // a delivery failure (Result.Recipients)
+	KindDelayed Kind = "delayed" // a delay warning (Action: delayed): logged, not a bounce
+	// KindDelivered is a success notice (DSN Action: delivered, relayed or
+	// expanded for every recipient, or an SES delivery notification).
+	KindDelivered Kind = "delivered"
 	KindComplaint Kind = "complaint" // an ARF feedback report (Result.Feedback)
 	KindDMARC     Kind = "dmarc"     // a DMARC aggregate report (Result.DMARC)
 	// KindDMARCFailure is a DMARC failure (forensic) report: ARF with

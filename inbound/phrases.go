@@ -17,14 +17,22 @@ type phraseRule struct {
 //
 // The phrases were written for this package from what the MTAs in the
 // corpus and the big mailbox providers say; they are not Sisimai's lists.
-var phraseRules = []phraseRule{
-	// A few phrases that are decisive whatever else the reply says.
+// decisiveRules are phrases that decide whatever else the reply says,
+// the status code included.
+var decisiveRules = []phraseRule{
 	{ReasonSpamDetected, []string{"spam classification", "classified as spam", "detected as spam", "identified as spam"}},
+	{ReasonNetworkError, []string{"host not found, try again"}},
 	{ReasonNotCompliantRFC, []string{
 		"rfc 5322", "rfc5322", "rfc 2822", "rfc2822", "rfc 822", "rfc822 specification", "multiple ... addresses in from",
 		"duplicate header", "multiple from", "more than one from", "multiple message-id", "not rfc compliant",
 		"not rfc-compliant", "missing message-id", "missing date header", "header is not compliant",
 	}},
+	{ReasonBlocked, []string{"client host rejected: may not be mail exchanger", "client host blocked", "blocked using", "spamhaus", "spamcop", "dnsbl", "blacklisted ip", "ip blacklisted", "blocked ip", "ip blocked", "banned sending ip"}},
+}
+
+var phraseRules = append(append([]phraseRule(nil), decisiveRules...), ordinaryRules...)
+
+var ordinaryRules = []phraseRule{
 	{ReasonMailboxFull, []string{
 		"mailbox full", "mailbox is full", "mailbox_full", "mailbox has exceeded", "mailbox size limit exceeded",
 		"over quota", "overquota", "over the quota", "quota exceeded", "exceeded storage allocation",
@@ -69,7 +77,6 @@ var phraseRules = []phraseRule{
 		"we do not relay", "relaying mail to", "no relaying", "not a gateway", "relay not allowed", "relaying prohibited",
 		"not configured to relay", "cannot relay", "relaying disallowed", "in my list of allowed rcpthosts",
 		"relay access", "relaying for", "relaying to",
-		
 	}},
 	{ReasonNotAccept, []string{
 		"null mx", "indicated no smtp service", "does not accept mail", "domain does not accept", "accepts no mail",
@@ -83,6 +90,10 @@ var phraseRules = []phraseRule{
 		"client host rejected: cannot find your", "ip name lookup failed", "cannot find your reverse",
 		"reverse name", "not have a reverse", "have no ptr", "forward and reverse", "fcrdns",
 		"dns reverse", "reverse address", "unresolvable relay host name", "mismatches client ip",
+	}},
+	{ReasonBadReputation, []string{
+		"ip reputation", "poor reputation", "bad reputation", "sender reputation", "reputation of the sending",
+		"low reputation", "domain reputation", "reputation", "user complaints", "unexpected volume",
 	}},
 	{ReasonRejected, []string{
 		"sender address rejected", "domain of sender address", "sender verify failed", "sender verification failed",
@@ -102,11 +113,6 @@ var phraseRules = []phraseRule{
 		"failed spf", "fails spf", "multiple authentication checks failed", "authentication checks",
 		"failed to pass authentication", "sender authentication", "spf=fail", "dkim=fail", "spf:",
 	}},
-	{ReasonBadReputation, []string{
-		"ip reputation", "poor reputation", "bad reputation", "sender reputation", "reputation of the sending",
-		"low reputation", "domain reputation", "reputation", "user complaints", "unexpected volume",
-	}},
-	{ReasonBlocked, []string{"client host blocked", "blocked using", "spamhaus", "spamcop", "dnsbl", "blacklisted ip", "ip blacklisted", "blocked ip", "ip blocked"}},
 	{ReasonVirusDetected, []string{
 		"virus", "malware", "infected", "malicious",
 	}},
@@ -136,7 +142,7 @@ var phraseRules = []phraseRule{
 		"address does not exist", "address doesn't exist", "address not found", "address unknown",
 		"invalid recipient", "invalid mailbox", "invalid address", "invalid user", "bad recipient", "bad address",
 		"not a valid mailbox", "is not a valid user", "not a valid recipient", "not our customer", "no mailbox",
-		"no account by that name", "not a known user", "unknown or illegal alias", "undeliverable address",
+		"no account by that name", "not a known user", "unknown or illegal alias", "unknown or illegal user", "illegal user", "undeliverable address",
 		"account does not exist", "account doesn't exist", "tried to reach does not exist",
 		"is not a recognized", "unknown address", "recipient invalid", "does not exist", "doesn't exist",
 		"no mail box", "couldn't find", "could not be found", "does not have an account", "unknown local part",
@@ -239,6 +245,61 @@ var phraseRules = []phraseRule{
 	}},
 }
 
+// noise are sentences MTAs add to every failure; they say nothing about
+// the reason and are removed before matching.
+var noise = []string{
+	"i'm not going to try again; this message has been in the queue too long.",
+	"this is a permanent error; i've given up. sorry it didn't work out.",
+}
+
+// matchText prepares a diagnostic for phrase matching: lowercase, with
+// addresses and URLs removed (test and real addresses carry words like
+// "filtered" or "unknown"), and the MTAs' stock sentences removed.
+func matchText(s string) string {
+	lower := strings.ToLower(s)
+	if strings.Contains(lower, "@") {
+		var b strings.Builder
+		last := 0
+		for _, a := range findAddrs(lower) {
+			b.WriteString(lower[last:a.start])
+			b.WriteString("<address>")
+			last = a.end
+		}
+		b.WriteString(lower[last:])
+		lower = b.String()
+	}
+	for _, scheme := range []string{"https://", "http://"} {
+		for {
+			i := strings.Index(lower, scheme)
+			if i < 0 {
+				break
+			}
+			j := i
+			for j < len(lower) && lower[j] != ' ' && lower[j] != ')' && lower[j] != '>' {
+				j++
+			}
+			lower = lower[:i] + "<url>" + lower[j:]
+		}
+	}
+	for _, n := range noise {
+		lower = strings.ReplaceAll(lower, n, " ")
+	}
+	return lower
+}
+
+// decisiveReason returns the reason of a decisive rule whose phrase
+// appears in lower, or "".
+func decisiveReason(lower string) Reason {
+	for _, rule := range decisiveRules {
+		for _, p := range rule.phrases {
+			if containsPhrase(lower, p) {
+				return rule.reason
+			}
+		}
+	}
+	return ""
+}
+
 // phraseReason returns the first reason whose phrases appear in lower.
 func phraseReason(lower string) Reason {
 	for _, rule := range phraseRules {
@@ -249,6 +310,21 @@ func phraseReason(lower string) Reason {
 		}
 	}
 	return ""
+}
+
+// matchesReason reports whether any phrase of reason r appears in lower.
+func matchesReason(lower string, r Reason) bool {
+	for _, rule := range phraseRules {
+		if rule.reason != r {
+			continue
+		}
+		for _, p := range rule.phrases {
+			if containsPhrase(lower, p) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func containsPhrase(s, p string) bool {

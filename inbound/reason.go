@@ -226,7 +226,7 @@ func smtpCommand(lower string) string {
 		{"MAIL", idx("but sender was rejected", "did not like our mail from")},
 		{"HELO", idx("but my name was rejected")},
 		{"DATA", idx("smtp command data", "command data", "did not like our final data", "did not like our data", ">>> data")},
-		{"RCPT", idx("did not like our rcpt", "rcpt to response", "does not like recipient")},
+		{"RCPT", idx("did not like our rcpt", "rcpt to response", "does not like recipient", "smtp:rcpt", "[rcpt_to]", "after rcpt")},
 		{"RCPT", idx("rcpt to", "in reply to rcpt", "after rcpt", "rcpt command", "recipient address rejected")},
 		{"DATA", idx("end of data", "after data", "in reply to end of data", "in reply to data", "after end of", "data command", "message body", "after the message")},
 		{"MAIL", idx("mail from", "in reply to mail", "after mail", "sender address rejected")},

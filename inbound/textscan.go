@@ -9,6 +9,7 @@ import (
 type textRecipient struct {
 	addr   string
 	diag   string
+	ctx    string // the whole block, with the line that names the address
 	remote string
 	strong bool
 }
@@ -21,7 +22,7 @@ func daemonLocal(addr string) bool {
 		return false
 	}
 	switch strings.ToLower(addr[:at]) {
-	case "mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "daemon", "mdaemon", "root", "nobody":
+	case "mailer-daemon", "mail-daemon", "mailerdaemon", "mdaemon":
 		return true
 	}
 	return false
@@ -79,6 +80,9 @@ func recipientLine(line string, a addrAt) (strong, weak bool) {
 	pre = strings.TrimRight(pre, " \t<\"'(")
 	pre = strings.TrimLeft(pre, " \t*-•>")
 	if pre == "" || isReplyPrefix(pre) {
+		return true, false
+	}
+	if strings.HasSuffix(pre, ":") && !strings.HasSuffix(pre, "from:") && !strings.HasSuffix(pre, "sender:") && !strings.HasSuffix(pre, "reply-to:") && !strings.HasSuffix(pre, "cc:") {
 		return true, false
 	}
 	for _, p := range strongPrefixes {
@@ -167,11 +171,14 @@ func (m *msgView) scanText() {
 		first := lines[h.line]
 		rest := strings.TrimLeft(first[min(h.end, len(first)):], ">:.;, \t")
 		body := append([]string{rest}, lines[h.line+1:end]...)
-		diag := squash(strings.Join(cutBoilerplate(body), " "))
+		kept := cutBoilerplate(body)
+		diag := squash(strings.Join(kept, " "))
+		ctx := squash(first + " " + strings.Join(kept[1:], " "))
 		key := strings.ToLower(h.addr)
 		if j, ok := idx[key]; ok {
 			if diag != "" && !strings.Contains(m.textBlocks[j].diag, diag) {
 				m.textBlocks[j].diag = squash(m.textBlocks[j].diag + " " + diag)
+				m.textBlocks[j].ctx = squash(m.textBlocks[j].ctx + " " + ctx)
 			}
 			continue
 		}
@@ -179,7 +186,7 @@ func (m *msgView) scanText() {
 			break
 		}
 		idx[key] = len(m.textBlocks)
-		m.textBlocks = append(m.textBlocks, textRecipient{addr: h.addr, diag: diag, remote: remoteHost(diag), strong: h.strong})
+		m.textBlocks = append(m.textBlocks, textRecipient{addr: h.addr, diag: diag, ctx: ctx, remote: remoteHost(diag), strong: h.strong})
 	}
 }
 
@@ -191,6 +198,7 @@ var boilerplate = []string{
 	"reporting-mta:", "--- below this line", "------ this is a copy", "learn more", "to learn more",
 	"the following address(es) failed", "------ this is a copy of the message",
 	"content-type:", "content-transfer-encoding:", "-- the postfix program",
+	"this nondelivery report was generated", "message details:", "------- original message",
 }
 
 func cutBoilerplate(lines []string) []string {
@@ -294,6 +302,7 @@ var bounceMarkers = []string{
 	"delivery to the following recipients failed", "an error occurred while trying to deliver", "is not a valid address",
 	"giving up on", "could not be sent", "delivery status notification", "returned to sender", "delivery attempts will continue",
 	"has not yet been delivered", "could not send message for past", "will continue to try",
+	"did not reach the following recipient", "invalid user address", "delivery failed",
 }
 
 // looksLikeBounce weighs the signs that a message without a delivery-
@@ -309,7 +318,7 @@ func (m *msgView) looksLikeBounce() bool {
 		score += 3
 	}
 	from := strings.ToLower(decodeWords(h.Get("From")))
-	for _, w := range []string{"mailer-daemon", "mailer_daemon", "postmaster", "mail delivery", "mail administrator", "mail system", "mdaemon", "mail-daemon", "mailerdaemon", "bounce", "returned mail", "nobody@", "mailer daemon"} {
+	for _, w := range []string{"mailer-daemon", "mailer_daemon", "postmaster", "mail delivery", "mail administrator", "mail system", "mdaemon", "mail-daemon", "mailerdaemon", "bounce", "returned mail", "nobody@", "mailer daemon", "post_master", "mail.delivery"} {
 		if strings.Contains(from, w) {
 			score += 2
 			break
@@ -332,8 +341,11 @@ func (m *msgView) looksLikeBounce() bool {
 	if m.res.Envelope.MailFrom == "" && strings.Contains(strings.ToLower(h.Get("Return-Path")), "<>") {
 		score++
 	}
-	if autoReplyKind(m) != "" {
+	switch autoReplyKind(m) {
+	case "vacation", "challenge":
 		score -= 3
+	case "auto-replied":
+		score--
 	}
 	return score >= 2
 }
@@ -366,7 +378,7 @@ func (m *msgView) textBounce() bool {
 		var out []textRecipient
 		for _, a := range failed {
 			if b := m.blockFor(a); b != nil && (len(failed) > 1 || sameAddr(b.addr, a)) {
-				out = append(out, textRecipient{addr: a, diag: b.diag, remote: b.remote})
+				out = append(out, textRecipient{addr: a, diag: b.diag, ctx: b.ctx, remote: b.remote})
 			} else {
 				out = append(out, textRecipient{addr: a, diag: m.bodyDiag()})
 			}
@@ -392,13 +404,19 @@ func (m *msgView) textBounce() bool {
 	if action == "delayed" && (strings.Contains(lower, "permanent") || strings.Contains(lower, "fatal error") || strings.Contains(lower, "given up") || strings.Contains(lower, "gave up")) {
 		action = "failed"
 	}
+	// Google Groups answers a sender who may not post to a group with a
+	// bounce in the sender's language; what it means is always the same.
+	groups := strings.Contains(lower, "groups.google.com") && strings.Contains(strings.ToLower(m.t.header.Get("From")), "google")
 	for _, b := range blocks {
 		r := Recipient{Address: b.addr, Action: action, RemoteMTA: b.remote}
 		diag := b.diag
 		if diag == "" {
 			diag = m.bodyDiag()
 		}
-		fill(&r, "", diag, "", "")
+		fill(&r, "", diag, "", b.ctx)
+		if groups && r.StatusInferred {
+			setReason(&r, ReasonRejected)
+		}
 		m.res.Recipients = append(m.res.Recipients, r)
 	}
 	if action == "delayed" {
