@@ -279,10 +279,10 @@ func (m *msgView) dsn() bool {
 				if block.diag != "" {
 					diag = firstNonEmpty(block.diag, diag)
 				}
-			} else if i := strings.Index(strings.ToLower(block.diag), strings.ToLower(diag)); i >= 0 {
+			} else if more := continuation(block.lines, diag); more != "" {
 				// The status part's copy may be cut at its first line; the
 				// text has the whole reply.
-				diag = block.diag[i:]
+				diag = squash(diag + " " + more)
 			}
 			if r.RemoteMTA == "" {
 				r.RemoteMTA = block.remote
@@ -323,6 +323,36 @@ func (m *msgView) dsn() bool {
 	return true
 }
 
+// continuation finds the line of lines that starts like diag and returns
+// the lines that continue it (up to a blank line or a separator), when
+// diag is that line cut short.
+func continuation(lines []string, diag string) string {
+	key := strings.ToLower(clip(diag, 40))
+	for i, l := range lines {
+		sl := strings.ToLower(squash(l))
+		j := strings.Index(sl, key)
+		if j < 0 {
+			continue
+		}
+		if !strings.HasSuffix(strings.ToLower(diag), strings.TrimSpace(sl[j:])) && !strings.HasSuffix(sl[j:], strings.ToLower(diag)) {
+			return ""
+		}
+		var out []string
+		for _, n := range lines[i+1:] {
+			t := strings.TrimSpace(n)
+			if t == "" || strings.HasPrefix(t, "---") || strings.HasPrefix(t, "<<<") || strings.HasPrefix(t, ">>>") || strings.HasPrefix(t, "...") {
+				break
+			}
+			if findAddrs(t) != nil && !strings.HasPrefix(n, " ") {
+				break
+			}
+			out = append(out, t)
+		}
+		return strings.Join(out, " ")
+	}
+	return ""
+}
+
 // genericDiag reports whether a Diagnostic-Code says nothing beyond the
 // status (some MTAs write "smtp; 550" or a copy of the status).
 func genericDiag(d string) bool {
@@ -340,6 +370,13 @@ func fill(r *Recipient, statusField, diag, diagType, context string) {
 	lower := strings.ToLower(diag)
 	r.ReplyCode = findReply(diag)
 	inText := findStatusNot(diag, statusField)
+	if statusField == "" && inText != "" {
+		// "5.1.0 - Unknown address error 550-'5.7.1 ... Access denied'":
+		// a vague code first, the remote host's own code after it.
+		if later := findStatusNot(diag, inText); later != inText && later != "" {
+			inText = preferStatus(inText, later, 0)
+		}
+	}
 	st := preferStatus(statusField, inText, r.ReplyCode)
 	r.Command = smtpCommand(lower)
 	if r.Command == "" && context != "" {
@@ -360,7 +397,7 @@ func fill(r *Recipient, statusField, diag, diagType, context string) {
 	reason := decideReason(matchText(diag), st, r.Command, diagType, r.Action, r.ReplyCode > 0 || inText != "")
 	if class == 0 {
 		class = '5'
-		if reason == ReasonExpired && (r.Action == "delayed" || strings.Contains(lower, "retry timeout exceeded") || strings.Contains(lower, "have been failing for a long time")) {
+		if reason == ReasonExpired && (r.Action == "delayed" || strings.Contains(lower, "retry timeout exceeded") && !strings.Contains(lower, "delivery retry timeout") || strings.Contains(lower, "have been failing for a long time")) {
 			// Exim's words for giving up after temporary errors.
 			class = '4'
 		}
@@ -414,6 +451,9 @@ func decideReason(lower, st, cmd, diagType, action string, remoteReply bool) Rea
 			return stReason
 		}
 	}
+	if diagType == "x-unix" && !strings.Contains(lower, "quota") {
+		return ReasonMailerError
+	}
 	if stReason != "" && stReason != ReasonDelivered && matchesReason(lower, stReason) {
 		// The words confirm what the code says.
 		if !(stReason == ReasonUserUnknown && cmd == "MAIL") {
@@ -424,7 +464,7 @@ func decideReason(lower, st, cmd, diagType, action string, remoteReply bool) Rea
 		return ReasonMailerError
 	}
 	pr := phraseReason(lower)
-	if pr == ReasonUserUnknown && stReason != ReasonUserUnknown && cmd != "RCPT" && (cmd != "" || remoteReply) {
+	if pr == ReasonUserUnknown && stReason != ReasonUserUnknown && cmd != "RCPT" && (cmd != "" || remoteReply) && !definiteUnknown(lower) {
 		// A remote host's "user unknown" is hard only with evidence: a
 		// code that says so (x.1.1) or a refusal at RCPT TO. Without it
 		// (no code, x.0.0, 5.2.x, 5.7.x, and no command named, or a

@@ -130,7 +130,7 @@ var ordinaryRules = []phraseRule{
 		"can't find the domain", "domain unknown", "unknown mail domain",
 		"non-existent domain", "nonexistent domain", "domain is not configured", "illegal host/domain",
 		"domain must exist", "point to non-existent hosts", "couldn't find any host", "not a valid domain",
-		"unresolvable domain", "unknown or invalid domain", "no mx for",
+		"unresolvable domain", "dns lookup failure: host", "unknown or invalid domain", "no mx for",
 		"domain is not reachable",
 	}},
 	{ReasonUserUnknown, []string{
@@ -154,7 +154,7 @@ var ordinaryRules = []phraseRule{
 		"there is no one at this address", "account unavailable", "no longer valid", "no longer in use",
 		"no longer exists", "closed account", "account closed", "has been closed", "is no longer active",
 		"this address no longer accepts", "recipient not accepted", "rejected: user", "user not known",
-		"recipient address rejected: access denied", "not listed in domino directory", "not listed in public name & address book",
+		"recipient address rejected: access denied", "recipient address rejected. (in reply to rcpt to command)", "not listed in domino directory", "not listed in public name & address book",
 	}},
 	{ReasonFiltered, []string{
 		"filtered", "user reject", "rejected by recipient", "recipient refuses", "refuses to accept", "refused due to recipient",
@@ -232,7 +232,7 @@ var ordinaryRules = []phraseRule{
 		"has been in the queue", "been delayed for", "could not be delivered for", "gave up", "given up", "giving up",
 		"expired", "message timed out", "too old", "could not deliver for", "failing for a long time",
 		"undeliverable for", "unable to deliver for", "retry period", "not delivered within",
-		"will stop trying", "no further attempts", "time limit", "unable to deliver in",
+		"will stop trying", "failed ... attempts:", "no further attempts", "time limit", "unable to deliver in",
 		"did not accept our requests to connect", "not reachable", "connection timed out",
 	}},
 	{ReasonSecurityError, []string{
@@ -269,22 +269,43 @@ func matchText(s string) string {
 		lower = b.String()
 	}
 	for _, scheme := range []string{"https://", "http://"} {
-		for {
-			i := strings.Index(lower, scheme)
+		for from := 0; ; {
+			i := strings.Index(lower[from:], scheme)
 			if i < 0 {
 				break
 			}
-			j := i
+			i += from
+			h := i + len(scheme)
+			j := h
+			for j < len(lower) && lower[j] != ' ' && lower[j] != ')' && lower[j] != '>' && lower[j] != '/' {
+				j++
+			}
+			host := lower[h:j]
 			for j < len(lower) && lower[j] != ' ' && lower[j] != ')' && lower[j] != '>' {
 				j++
 			}
-			lower = lower[:i] + "<url>" + lower[j:]
+			// Keep the host (a blocklist's name says something), drop the
+			// path (it may spell a reason's name).
+			lower = lower[:i] + "<url " + host + ">" + lower[j:]
+			from = i + len(host) + 6
 		}
 	}
 	for _, n := range noise {
 		lower = strings.ReplaceAll(lower, n, " ")
 	}
 	return lower
+}
+
+// definiteUnknown reports whether a reply says the address does not
+// exist in words no content filter uses (Yahoo's and Gmail's), so that
+// it counts without a command or code to back it.
+func definiteUnknown(lower string) bool {
+	for _, p := range []string{"this user doesn't have a ... account", "address couldn't be found", "address not found your message wasn't delivered"} {
+		if containsPhrase(lower, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // decisiveReason returns the reason of a decisive rule whose phrase

@@ -222,11 +222,24 @@ func smtpCommand(lower string) string {
 		cmd string
 		at  int
 	}
+	// MTAs' own words first: they name the command whatever else the
+	// text holds.
+	for _, c := range []struct {
+		cmd  string
+		subs []string
+	}{
+		{"MAIL", []string{"but sender was rejected", "did not like our mail from"}},
+		{"HELO", []string{"but my name was rejected"}},
+		{"DATA", []string{"smtp command data", "did not like our final data", "did not like our data"}},
+		{"RCPT", []string{"did not like our rcpt", "rcpt to response", "does not like recipient", "smtp:rcpt", "[rcpt_to]"}},
+	} {
+		if idx(c.subs...) >= 0 {
+			return c.cmd
+		}
+	}
 	cands := []cand{
-		{"MAIL", idx("but sender was rejected", "did not like our mail from")},
-		{"HELO", idx("but my name was rejected")},
-		{"DATA", idx("smtp command data", "command data", "did not like our final data", "did not like our data", ">>> data")},
-		{"RCPT", idx("did not like our rcpt", "rcpt to response", "does not like recipient", "smtp:rcpt", "[rcpt_to]", "after rcpt")},
+		{"DATA", idx("command data", ">>> data")},
+		{"RCPT", idx("after rcpt")},
 		{"RCPT", idx("rcpt to", "in reply to rcpt", "after rcpt", "rcpt command", "recipient address rejected")},
 		{"DATA", idx("end of data", "after data", "in reply to end of data", "in reply to data", "after end of", "data command", "message body", "after the message")},
 		{"MAIL", idx("mail from", "in reply to mail", "after mail", "sender address rejected")},
@@ -340,10 +353,10 @@ func findReply(s string) int {
 		if !isDigit(s[i+1]) || !isDigit(s[i+2]) || s[i+1] > '5' {
 			continue
 		}
-		if i+3 < len(s) && strings.IndexByte(" -\n\t)],", s[i+3]) < 0 {
+		if i+3 < len(s) && strings.IndexByte(" -\n\t)],:", s[i+3]) < 0 {
 			continue
 		}
-		if i+4 < len(s) && s[i+3] == '-' && !(isDigit(s[i+4]) || s[i+4] == ' ' || s[i+4] >= 'A') {
+		if i+4 < len(s) && s[i+3] == '-' && !(isDigit(s[i+4]) || s[i+4] == ' ' || s[i+4] >= 'A' || s[i+4] == '\'' || s[i+4] == '"') {
 			continue
 		}
 		// "5.1.1" is a status, not a reply; "550 " is what we want.

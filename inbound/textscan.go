@@ -9,7 +9,8 @@ import (
 type textRecipient struct {
 	addr   string
 	diag   string
-	ctx    string // the whole block, with the line that names the address
+	ctx    string   // the whole block, with the line that names the address
+	lines  []string // the block's lines as written
 	remote string
 	strong bool
 }
@@ -186,7 +187,7 @@ func (m *msgView) scanText() {
 			break
 		}
 		idx[key] = len(m.textBlocks)
-		m.textBlocks = append(m.textBlocks, textRecipient{addr: h.addr, diag: diag, ctx: ctx, remote: remoteHost(diag), strong: h.strong})
+		m.textBlocks = append(m.textBlocks, textRecipient{addr: h.addr, diag: diag, ctx: ctx, lines: kept, remote: remoteHost(diag), strong: h.strong})
 	}
 }
 
@@ -410,12 +411,17 @@ func (m *msgView) textBounce() bool {
 	for _, b := range blocks {
 		r := Recipient{Address: b.addr, Action: action, RemoteMTA: b.remote}
 		diag := b.diag
-		if diag == "" {
+		whole := diag == ""
+		if whole {
 			diag = m.bodyDiag()
 		}
 		fill(&r, "", diag, "", b.ctx)
 		if groups && r.StatusInferred {
 			setReason(&r, ReasonRejected)
+		}
+		if whole && r.Reason == ReasonOnHold {
+			// Only the MTA's general words: nothing to go on.
+			setReason(&r, ReasonUndefined)
 		}
 		m.res.Recipients = append(m.res.Recipients, r)
 	}
