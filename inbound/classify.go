@@ -302,7 +302,7 @@ func (m *msgView) dsn() bool {
 		switch r.Action {
 		case "delayed":
 			delayed++
-		case "delivered", "relayed", "expanded":
+		case "delivered", "relayed", "expanded", "deliverable":
 			delivered++
 		default:
 			failed++
@@ -321,6 +321,33 @@ func (m *msgView) dsn() bool {
 		m.res.Limits = append(m.res.Limits, "recipients")
 	}
 	return true
+}
+
+// bestInText picks the code a diagnostic gives: of the failure codes in
+// it that differ from the status field, the most specific ("5.1.0 -
+// Unknown address error 550-'5.7.1 ... Access denied'" gives 5.7.1).
+func bestInText(diag, field string) string {
+	best := ""
+	for i := 0; i+5 <= len(diag); {
+		c, n := scanStatus(diag, i)
+		if c == "" {
+			i++
+			continue
+		}
+		i = n
+		if c[0] == '2' || c == field {
+			continue
+		}
+		if best == "" {
+			best = c
+		} else if best[0] == c[0] {
+			best = preferStatus(best, c, 0)
+		}
+	}
+	if best == "" {
+		return findStatusNot(diag, field)
+	}
+	return best
 }
 
 // continuation finds the line of lines that starts like diag and returns
@@ -369,14 +396,7 @@ func fill(r *Recipient, statusField, diag, diagType, context string) {
 	r.Diagnostic = clip(diag, 1000)
 	lower := strings.ToLower(diag)
 	r.ReplyCode = findReply(diag)
-	inText := findStatusNot(diag, statusField)
-	if statusField == "" && inText != "" {
-		// "5.1.0 - Unknown address error 550-'5.7.1 ... Access denied'":
-		// a vague code first, the remote host's own code after it.
-		if later := findStatusNot(diag, inText); later != inText && later != "" {
-			inText = preferStatus(inText, later, 0)
-		}
-	}
+	inText := bestInText(diag, statusField)
 	st := preferStatus(statusField, inText, r.ReplyCode)
 	r.Command = smtpCommand(lower)
 	if r.Command == "" && context != "" {

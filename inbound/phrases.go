@@ -300,7 +300,7 @@ func matchText(s string) string {
 // exist in words no content filter uses (Yahoo's and Gmail's), so that
 // it counts without a command or code to back it.
 func definiteUnknown(lower string) bool {
-	for _, p := range []string{"this user doesn't have a ... account", "address couldn't be found", "address not found your message wasn't delivered"} {
+	for _, p := range []string{"this user doesn't have a ... account", "address couldn't be found", "address not found ... your message wasn"} {
 		if containsPhrase(lower, p) {
 			return true
 		}

@@ -32,7 +32,10 @@ type sesRecipient struct {
 // parseSES reads an SES notification; nil when b is not one.
 func parseSES(b []byte) *sesNote {
 	b = bytes.TrimSpace(b)
-	if !bytes.HasPrefix(b, []byte("{")) || !bytes.Contains(b, []byte(`"notificationType"`)) && !bytes.Contains(b, []byte(`"eventType"`)) {
+	if !bytes.HasPrefix(b, []byte("{")) {
+		return nil
+	}
+	if !bytes.Contains(b, []byte(`"notificationType"`)) && !bytes.Contains(b, []byte(`"eventType"`)) {
 		if bytes.Contains(b, []byte(`"Type"`)) && bytes.Contains(b, []byte(`"Message"`)) {
 			return parseSNS(b)
 		}
@@ -101,7 +104,14 @@ func parseSNS(b []byte) *sesNote {
 	var env struct {
 		Type, Message string
 	}
-	if json.NewDecoder(bytes.NewReader(b)).Decode(&env) != nil || env.Message == "" {
+	if json.NewDecoder(bytes.NewReader(b)).Decode(&env) != nil {
+		// Mail may fold the long Message line: join the folds.
+		b = bytes.ReplaceAll(b, []byte("\n "), nil)
+		if json.NewDecoder(bytes.NewReader(b)).Decode(&env) != nil {
+			return nil
+		}
+	}
+	if env.Message == "" {
 		return nil
 	}
 	return parseSES([]byte(env.Message))

@@ -83,6 +83,10 @@ func recipientLine(line string, a addrAt) (strong, weak bool) {
 	if pre == "" || isReplyPrefix(pre) {
 		return true, false
 	}
+	if pre == "to:" {
+		// "Your message To: x Subject: ..." summaries: only a fallback.
+		return false, true
+	}
 	if strings.HasSuffix(pre, ":") && !strings.HasSuffix(pre, "from:") && !strings.HasSuffix(pre, "sender:") && !strings.HasSuffix(pre, "reply-to:") && !strings.HasSuffix(pre, "cc:") {
 		return true, false
 	}
@@ -127,17 +131,28 @@ func (m *msgView) scanText() {
 		end    int // offset after the address in its line
 		strong bool
 	}
-	var strong, weak []hit
+	var strong, weak, own []hit
+	from := strings.ToLower(headerAddr(m.t.header.Get("From")))
 	for i, line := range lines {
 		if len(line) > 4096 {
 			continue
 		}
 		for _, a := range findAddrs(line) {
 			addr := normAddr(a.addr)
-			if ex[strings.ToLower(addr)] || daemonLocal(addr) {
+			la := strings.ToLower(addr)
+			if daemonLocal(addr) || la == from {
 				continue
 			}
 			s, w := recipientLine(line, a)
+			if ex[la] {
+				// The bounce's own recipient or the original's sender: a
+				// recipient only when nothing else is (a bounce of mail
+				// sent to oneself).
+				if s && strings.TrimSpace(line[:a.start]) == "" || s && strings.HasPrefix(strings.TrimSpace(line[:a.start]), "<") && strings.TrimSpace(line[:a.start]) == "<" {
+					own = append(own, hit{i, addr, a.end, true})
+				}
+				continue
+			}
 			if s {
 				strong = append(strong, hit{i, addr, a.end, true})
 				break
@@ -151,6 +166,9 @@ func (m *msgView) scanText() {
 	hits := strong
 	if len(hits) == 0 {
 		hits = weak
+	}
+	if len(hits) == 0 {
+		hits = own
 	}
 	if len(hits) == 0 {
 		return
@@ -411,17 +429,18 @@ func (m *msgView) textBounce() bool {
 	for _, b := range blocks {
 		r := Recipient{Address: b.addr, Action: action, RemoteMTA: b.remote}
 		diag := b.diag
-		whole := diag == ""
-		if whole {
+		if diag == "" {
 			diag = m.bodyDiag()
 		}
 		fill(&r, "", diag, "", b.ctx)
+		if (r.Reason == ReasonOnHold || r.Reason == ReasonUndefined) && len(b.lines) > 0 {
+			// Some MTAs say why before they say who.
+			if head := m.headBefore(b.addr); phraseReason(matchText(head)) != "" {
+				fill(&r, "", squash(diag+" "+head), "", b.ctx+" "+head)
+			}
+		}
 		if groups && r.StatusInferred {
 			setReason(&r, ReasonRejected)
-		}
-		if whole && r.Reason == ReasonOnHold {
-			// Only the MTA's general words: nothing to go on.
-			setReason(&r, ReasonUndefined)
 		}
 		m.res.Recipients = append(m.res.Recipients, r)
 	}
@@ -431,6 +450,20 @@ func (m *msgView) textBounce() bool {
 		m.res.Kind = KindBounce
 	}
 	return true
+}
+
+// headBefore returns the text before the first line that names addr,
+// without the MTA's greeting lines (at most 2000 bytes).
+func (m *msgView) headBefore(addr string) string {
+	i := strings.Index(strings.ToLower(m.text), strings.ToLower(addr))
+	if i < 0 {
+		return ""
+	}
+	head := m.text[:i]
+	if len(head) > 2000 {
+		head = head[len(head)-2000:]
+	}
+	return squash(head)
 }
 
 // bodyDiag is the text of a bounce squashed to one line, for a
