@@ -164,3 +164,33 @@ func (m *msgView) inlineFeedback() bool {
 	m.finishFeedback(f)
 	return true
 }
+
+// textForensic reads a DMARC failure report written as plain text with no
+// ARF part (Exim's "DMARC Forensic Report"): the sender domain and IP and
+// the alignment results, with the headers of the failed message after.
+func (m *msgView) textForensic() bool {
+	lower := strings.ToLower(m.text)
+	if !strings.Contains(lower, "failed the published dmarc policy") {
+		return false
+	}
+	f := &Feedback{FeedbackType: "auth-failure", AuthFailure: "dmarc"}
+	for _, line := range strings.Split(m.text, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch strings.ToLower(k) {
+		case "sender domain":
+			f.ReportedDomain = append(f.ReportedDomain, strings.ToLower(v))
+		case "sender ip address":
+			f.SourceIP = v
+		case "received date":
+			f.ArrivalDate = v
+		case "spf alignment", "dkim alignment", "dmarc results":
+			f.Fields = append(f.Fields, HeaderField{Name: k, Value: v})
+		}
+	}
+	m.finishFeedback(f)
+	return true
+}

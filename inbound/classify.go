@@ -63,6 +63,9 @@ func (m *msgView) classify() {
 	if m.ses() {
 		return
 	}
+	if m.textForensic() {
+		return
+	}
 	if m.looksLikeBounce() {
 		if m.textBounce() {
 			return

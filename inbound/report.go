@@ -296,7 +296,9 @@ func ParseAggregate(r io.Reader, maxRecords int) (*AggregateReport, error) {
 	}
 	rep := &AggregateReport{}
 	depth := 0
+	fbDepth := 0 // the depth of <feedback>: 1, or 2 inside a wrapper (IKEA's <xs:schema>)
 	var sawRoot, sawMeta, sawPolicy bool
+tokens:
 	for {
 		tok, err := d.Token()
 		if err == io.EOF {
@@ -314,14 +316,18 @@ func ParseAggregate(r io.Reader, maxRecords int) (*AggregateReport, error) {
 		switch t := tok.(type) {
 		case xml.StartElement:
 			depth++
-			if depth == 1 {
-				if t.Name.Local != "feedback" {
-					return nil, &reportError{UnparsedReportNotDMARC, fmt.Errorf("the root element is <%s>, not <feedback>", t.Name.Local)}
+			if fbDepth == 0 {
+				if t.Name.Local == "feedback" && depth <= 2 {
+					fbDepth = depth
+					sawRoot = true
+					continue
 				}
-				sawRoot = true
+				if depth >= 2 {
+					return nil, &reportError{UnparsedReportNotDMARC, fmt.Errorf("no <feedback> element at the top (found <%s>)", t.Name.Local)}
+				}
 				continue
 			}
-			if depth != 2 {
+			if depth != fbDepth+1 {
 				continue
 			}
 			var derr error
@@ -367,6 +373,11 @@ func ParseAggregate(r io.Reader, maxRecords int) (*AggregateReport, error) {
 			}
 		case xml.EndElement:
 			depth--
+			if fbDepth > 0 && depth < fbDepth {
+				// The report ended: what a wrapper holds after it (IKEA
+				// never closes its <xs:schema>) is not read.
+				break tokens
+			}
 		}
 	}
 	if br.bad {
