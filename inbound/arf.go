@@ -194,3 +194,51 @@ func (m *msgView) textForensic() bool {
 	m.finishFeedback(f)
 	return true
 }
+
+// jmrp reads Microsoft's feedback loop (JMRP, Outlook.com's "complaint
+// about message from ..."): not ARF, but the reported message attached
+// with the complaining address in X-HmXmrOriginalRecipient.
+func (m *msgView) jmrp() bool {
+	o := m.res.Original
+	if o == nil {
+		return false
+	}
+	rcpt := ""
+	for _, f := range o.Headers {
+		if strings.EqualFold(f.Name, "X-HmXmrOriginalRecipient") {
+			rcpt = normAddr(f.Value)
+		}
+	}
+	if rcpt == "" {
+		return false
+	}
+	f := &Feedback{FeedbackType: "abuse", OriginalRcptTo: []string{rcpt}, UserAgent: "JMRP"}
+	for _, h := range o.Headers {
+		if strings.EqualFold(h.Name, "X-Reporter-IP") {
+			f.Fields = append(f.Fields, HeaderField{Name: h.Name, Value: h.Value})
+		}
+	}
+	m.finishFeedback(f)
+	if a := headerAddr(m.t.header.Get("From")); a != "" {
+		f.Reporter = a[strings.LastIndexByte(a, '@')+1:]
+	}
+	return true
+}
+
+// unsubscribe reads an unsubscribe request sent to a List-Unsubscribe
+// mailto: address (Apple Mail's, or any mail whose subject is just
+// "unsubscribe") as an opt-out complaint: the address wants no more mail.
+func (m *msgView) unsubscribe() bool {
+	subj := strings.ToLower(strings.TrimSpace(m.res.Subject))
+	if subj != "unsubscribe" && !strings.Contains(strings.ToLower(m.text), "sent this email to unsubscribe") {
+		return false
+	}
+	from := headerAddr(m.t.header.Get("From"))
+	if from == "" {
+		return false
+	}
+	f := &Feedback{FeedbackType: "opt-out", OriginalRcptTo: []string{from}}
+	m.finishFeedback(f)
+	f.Reporter = from[strings.LastIndexByte(from, '@')+1:]
+	return true
+}

@@ -63,7 +63,7 @@ func (m *msgView) classify() {
 	if m.ses() {
 		return
 	}
-	if m.textForensic() {
+	if m.textForensic() || m.jmrp() || m.unsubscribe() {
 		return
 	}
 	if m.looksLikeBounce() {
@@ -127,6 +127,10 @@ var originalMarkers = []string{
 	"------- original message --------",
 	"content-type: message/rfc822",
 	"--- message follows ---",
+	"bounced e-mail:",
+	"-------original message",
+	"-------original mail info",
+	"bounced email:",
 	"received message follows",
 	"***** original message *****",
 	"----original message----",

@@ -3,9 +3,11 @@ package inbound
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -177,3 +179,182 @@ func TestBounceCorpus(t *testing.T) {
 		t.Errorf("verdict matches Sisimai for %.1f%% of rows, want >= 95%%", 100*pv)
 	}
 }
+
+// TestComplaintsAndAutoReplies reads arf-* as complaints (DMARC failure
+// reports for Feedback-Type: auth-failure) and rfc3834-* as automatic
+// replies.
+func TestComplaintsAndAutoReplies(t *testing.T) {
+	dir := filepath.Join(bounceCorpus(t), "maildir", "bsd")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var arf, arfOK, auto, autoOK int
+	var misses []string
+	for _, e := range ents {
+		n := e.Name()
+		switch {
+		case strings.HasPrefix(n, "arf-"):
+			arf++
+			res := classifyFile(t, filepath.Join(dir, n))
+			if (res.Kind == KindComplaint || res.Kind == KindDMARCFailure) && res.Feedback != nil && res.Feedback.FeedbackType != "" && res.Feedback.Reporter != "" {
+				arfOK++
+			} else {
+				misses = append(misses, fmt.Sprintf("%s (%s)", n, res.Kind))
+			}
+		case strings.HasPrefix(n, "rfc3834-"):
+			auto++
+			res := classifyFile(t, filepath.Join(dir, n))
+			if res.Kind == KindResponse && res.Response.Kind == ResponseAutoReply {
+				autoOK++
+			} else {
+				misses = append(misses, fmt.Sprintf("%s (%s)", n, res.Kind))
+			}
+		}
+	}
+	t.Logf("arf: %d/%d complaints or DMARC failure reports; rfc3834: %d/%d auto-replies; misses: %v", arfOK, arf, autoOK, auto, misses)
+	if arf < 17 || auto < 6 {
+		t.Fatalf("corpus changed: %d arf, %d rfc3834 files", arf, auto)
+	}
+	if float64(arfOK) < 0.95*float64(arf) || float64(autoOK) < 0.95*float64(auto) {
+		t.Errorf("arf %d/%d, rfc3834 %d/%d: want >= 95%% each", arfOK, arf, autoOK, auto)
+	}
+}
+
+// TestLineEndings reads the CRLF (maildir/dos) and CR (maildir/mac)
+// copies and wants exactly what the LF original gives.
+func TestLineEndings(t *testing.T) {
+	base := filepath.Join(bounceCorpus(t), "maildir")
+	n := 0
+	for _, sub := range []string{"dos", "mac"} {
+		ents, err := os.ReadDir(filepath.Join(base, sub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			got := classifyFile(t, filepath.Join(base, sub, e.Name()))
+			// Some copies have no LF original; the CRLF copy is the
+			// reference for the CR one then.
+			ref := "bsd"
+			if _, err := os.Stat(filepath.Join(base, ref, e.Name())); err != nil {
+				if sub == "dos" {
+					continue
+				}
+				ref = "dos"
+			}
+			want := classifyFile(t, filepath.Join(base, ref, e.Name()))
+			// A few copies differ from their original in more than line
+			// ends (RFC 2047 words decoded), so what is compared is what
+			// was read: kind, recipients, report, the original's identity.
+			if !reflect.DeepEqual(semantic(got), semantic(want)) {
+				g, _ := json.Marshal(semantic(got))
+				w, _ := json.Marshal(semantic(want))
+				t.Errorf("%s/%s differs from %s/%s:\n got %s\nwant %s", sub, e.Name(), ref, e.Name(), g, w)
+			}
+			n++
+		}
+	}
+	if n < 100 {
+		t.Errorf("only %d copies", n)
+	}
+}
+
+// semantic is what a result says, without the text it quotes (some
+// copies in the corpus were re-encoded: ISO-2022-JP text stored as
+// UTF-8, RFC 2047 words decoded).
+func semantic(r *Result) any {
+	type rcpt struct {
+		Address, Action, Status string
+		ReplyCode               int
+		Reason                  Reason
+		Verdict                 Verdict
+	}
+	out := struct {
+		Kind                    Kind
+		Recipients              []rcpt
+		FeedbackType, Recipient string
+		Response                *Response
+		MessageID               string
+	}{Kind: r.Kind, Response: r.Response}
+	for _, x := range r.Recipients {
+		out.Recipients = append(out.Recipients, rcpt{x.Address, x.Action, x.Status, x.ReplyCode, x.Reason, x.Verdict})
+	}
+	if r.Feedback != nil {
+		out.FeedbackType, out.Recipient = r.Feedback.FeedbackType, r.Feedback.Recipient
+	}
+	if r.Original != nil {
+		out.MessageID = r.Original.MessageID
+	}
+	return out
+}
+
+func summary(r *Result) string {
+	b, _ := json.Marshal(r)
+	return string(b)
+}
+
+// TestNotBounces reads maildir/err (mbox pieces) and maildir/not (mail
+// that is not a bounce, says Sisimai): never an error, and every bounce
+// recipient well-formed.
+func TestNotBounces(t *testing.T) {
+	base := filepath.Join(bounceCorpus(t), "maildir")
+	kinds := map[string]map[Kind]int{}
+	for _, sub := range []string{"err", "not"} {
+		kinds[sub] = map[Kind]int{}
+		ents, err := os.ReadDir(filepath.Join(base, sub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			res := classifyFile(t, filepath.Join(base, sub, e.Name()))
+			kinds[sub][res.Kind]++
+			checkInvariants(t, e.Name(), res)
+			if sub == "not" && strings.HasPrefix(e.Name(), "is-not-bounce") && res.Kind != KindResponse {
+				t.Errorf("%s: got %s, want a response", e.Name(), res.Kind)
+			}
+		}
+	}
+	t.Logf("err: %v; not: %v", kinds["err"], kinds["not"])
+}
+
+// checkInvariants asserts what holds for every result.
+func checkInvariants(t testing.TB, name string, res *Result) {
+	t.Helper()
+	switch res.Kind {
+	case KindBounce, KindDelayed, KindDelivered:
+		if len(res.Recipients) == 0 {
+			t.Errorf("%s: %s without recipients", name, res.Kind)
+		}
+		for _, r := range res.Recipients {
+			if !statusForm.MatchString(r.Status) || (r.Verdict != Hard && r.Verdict != Soft) || r.Reason == "" || r.Address == "" || len(r.Diagnostic) > 1000 {
+				t.Errorf("%s: bad recipient %+v", name, r)
+			}
+			if r.Verdict == Hard && (r.Status[0] != '5' || res.Kind != KindBounce) {
+				t.Errorf("%s: hard verdict on %s %s", name, res.Kind, r.Status)
+			}
+		}
+	case KindComplaint, KindDMARCFailure:
+		if res.Feedback == nil || res.Feedback.FeedbackType == "" {
+			t.Errorf("%s: %s without feedback", name, res.Kind)
+		}
+	case KindDMARC:
+		if res.DMARC == nil {
+			t.Errorf("%s: dmarc without report", name)
+		}
+	case KindTLSReport:
+		if res.TLS == nil {
+			t.Errorf("%s: tls-report without report", name)
+		}
+	case KindResponse:
+		if res.Response == nil || res.Response.Kind == "" || (res.Response.Kind == ResponseUnparsed) != (res.Response.Reason != "") {
+			t.Errorf("%s: bad response %+v", name, res.Response)
+		}
+	default:
+		t.Errorf("%s: unknown kind %q", name, res.Kind)
+	}
+	if o := res.Original; o != nil && len(o.Excerpt) > 32<<10 {
+		t.Errorf("%s: excerpt of %d bytes", name, len(o.Excerpt))
+	}
+}
+
+var statusForm = regexp.MustCompile(`^[245]\.[0-9]{1,3}\.[0-9]{1,3}$`)

@@ -255,3 +255,4 @@ func TestDMARCCorpus(t *testing.T) {
 	}
 	t.Logf("kinds: %v", counts)
 }
+
