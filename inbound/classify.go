@@ -286,10 +286,10 @@ func (m *msgView) dsn() bool {
 				if block.diag != "" {
 					diag = firstNonEmpty(block.diag, diag)
 				}
-			} else if more := continuation(block.lines, diag); more != "" {
+			} else if more := squash(continuation(block.lines, diag)); len(more) > len(diag) && strings.HasPrefix(strings.ToLower(more), strings.ToLower(clip(diag, 40))) {
 				// The status part's copy may be cut at its first line; the
 				// text has the whole reply.
-				diag = squash(diag + " " + more)
+				diag = more
 			}
 			if r.RemoteMTA == "" {
 				r.RemoteMTA = block.remote
@@ -357,27 +357,22 @@ func bestInText(diag, field string) string {
 	return best
 }
 
-// continuation finds the line of lines that starts like diag and returns
-// the lines that continue it (up to a blank line or a separator), when
-// diag is that line cut short.
+// continuation finds the line of lines where diag starts and returns
+// the text from there to the end of its paragraph (up to a blank line or
+// a separator), when that says more than diag: the status part's copy
+// of a reply may be cut at its first line.
 func continuation(lines []string, diag string) string {
 	key := strings.ToLower(clip(diag, 40))
 	for i, l := range lines {
-		sl := strings.ToLower(squash(l))
-		j := strings.Index(sl, key)
+		sl := squash(l)
+		j := strings.Index(strings.ToLower(sl), key)
 		if j < 0 {
 			continue
 		}
-		if !strings.HasSuffix(strings.ToLower(diag), strings.TrimSpace(sl[j:])) && !strings.HasSuffix(sl[j:], strings.ToLower(diag)) {
-			return ""
-		}
-		var out []string
+		out := []string{sl[j:]}
 		for _, n := range lines[i+1:] {
 			t := strings.TrimSpace(n)
-			if t == "" || strings.HasPrefix(t, "---") || strings.HasPrefix(t, "<<<") || strings.HasPrefix(t, ">>>") || strings.HasPrefix(t, "...") {
-				break
-			}
-			if findAddrs(t) != nil && !strings.HasPrefix(n, " ") {
+			if t == "" || strings.HasPrefix(t, "---") || strings.HasPrefix(t, "<<<") || strings.HasPrefix(t, ">>>") || strings.HasPrefix(t, "...") || strings.HasPrefix(t, "==") {
 				break
 			}
 			out = append(out, t)
@@ -422,6 +417,9 @@ func fill(r *Recipient, statusField, diag, diagType, context string) {
 		class = '4'
 	}
 	reason := decideReason(matchText(diag), st, r.Command, diagType, r.Action, r.ReplyCode > 0 || inText != "")
+	if rr := rhostReason(r.Address, r.RemoteMTA, matchText(diag)); rr != "" {
+		reason = rr
+	}
 	if class == 0 {
 		class = '5'
 		if reason == ReasonExpired && (r.Action == "delayed" || strings.Contains(lower, "retry timeout exceeded") && !strings.Contains(lower, "delivery retry timeout") || strings.Contains(lower, "have been failing for a long time")) {
@@ -491,14 +489,14 @@ func decideReason(lower, st, cmd, diagType, action string, remoteReply bool) Rea
 		return ReasonMailerError
 	}
 	pr := phraseReason(lower)
-	if pr == ReasonUserUnknown && stReason != ReasonUserUnknown && cmd != "RCPT" && (cmd != "" || remoteReply) && !definiteUnknown(lower) {
-		// A remote host's "user unknown" is hard only with evidence: a
-		// code that says so (x.1.1) or a refusal at RCPT TO. Without it
-		// (no code, x.0.0, 5.2.x, 5.7.x, and no command named, or a
-		// refusal after DATA) it is taken as a filter's refusal, as
-		// Sisimai does: content filters often answer "user unknown", and a
-		// wrong suppression costs more than a late one. An MTA's own words
-		// about its directory, with no SMTP reply, are trusted.
+	if pr == ReasonUserUnknown && stReason != ReasonUserUnknown && cmd != "RCPT" && !definiteUnknown(lower, remoteReply) {
+		// "User unknown" is hard only with evidence: a code that says so
+		// (x.1.1), a refusal at RCPT TO, or words no filter uses (a
+		// groupware directory's). Without it (no code, x.0.0, 5.2.x,
+		// 5.7.x, and no command named, or a refusal after DATA) it is
+		// taken as a filter's refusal, as Sisimai does: content filters
+		// often answer "user unknown", and a wrong suppression costs more
+		// than a late one.
 		pr = ReasonFiltered
 	}
 	if cmd == "HELO" && (pr == "" || pr == ReasonHostUnknown || pr == ReasonUserUnknown || pr == ReasonRejected || pr == ReasonFiltered) {

@@ -137,7 +137,7 @@ func scoreBounces(t testing.TB, dir, sub string, exp map[string][]expectedRow) *
 				if got == nil {
 					t.Logf("MISS %s#%d want %s %s %s %v: got kind %s with %d recipients (%+v)", f, row.index, row.status, row.reply, row.reason, row.hard, res.Kind, len(res.Recipients), res.Response)
 				} else {
-					t.Logf("MISS %s#%d want %s %s %s %v: got %s %d %s %s [%s] %q", f, row.index, row.status, row.reply, row.reason, row.hard, got.Status, got.ReplyCode, got.Reason, got.Verdict, got.Command, clip(got.Diagnostic, 300))
+					t.Logf("MISS %s%s %s#%d want %s %s %s %v: got %s %d %s %s [%s] %q", map[bool]string{true: "", false: "S"}[okS], map[bool]string{true: "", false: "V"}[okV], f, row.index, row.status, row.reply, row.reason, row.hard, got.Status, got.ReplyCode, got.Reason, got.Verdict, got.Command, clip(got.Diagnostic, 300))
 				}
 			}
 		}

@@ -255,4 +255,3 @@ func TestDMARCCorpus(t *testing.T) {
 	}
 	t.Logf("kinds: %v", counts)
 }
-

@@ -54,7 +54,7 @@ var ordinaryRules = []phraseRule{
 		"exceeds the maximum size", "exceeds size limit", "mail size exceeds", "message size too large",
 		"size of the message exceeds", "too big for system", "larger than the current system limit",
 		"message exceeded maximum", "exceeds fixed maximum message size", "message file too big", "email is too large",
-		"message is larger than", "maximum message size", "exceeded maximum allowed size", "exceeds max size",
+		"message is larger than", "maximum message size", "exceeded maximum allowed size", "line limit exceeded", "exceeds max size",
 	}},
 	{ReasonSuspend, []string{
 		"account disabled", "account has been disabled", "account is disabled", "mailbox disabled", "mailbox is disabled",
@@ -101,7 +101,7 @@ var ordinaryRules = []phraseRule{
 		"bad sender", "invalid sender", "sender unknown", "unknown sender", "sender domain", "sender address",
 		"reject sender", "rejected sender", "sender is not allowed", "sender not allowed", "sender blocked",
 		"blocked sender", "sender is blocked", "null sender", "empty envelope sender", "not a valid sender",
-		"purported responsible address", "envelope sender", "envelope from", "sender's domain", "sender's address",
+		"purported responsible address", "an address that has been blacklisted", "envelope sender", "envelope from", "sender's domain", "sender's address",
 		"from address", "return path", "return-path",
 	}},
 	{ReasonAuthFailure, []string{
@@ -154,13 +154,13 @@ var ordinaryRules = []phraseRule{
 		"there is no one at this address", "account unavailable", "no longer valid", "no longer in use",
 		"no longer exists", "closed account", "account closed", "has been closed", "is no longer active",
 		"this address no longer accepts", "recipient not accepted", "rejected: user", "user not known",
-		"recipient address rejected: access denied", "recipient address rejected. (in reply to rcpt to command)", "not listed in domino directory", "not listed in public name & address book",
+		"recipient address rejected: access denied", "recipient address rejected. (in reply to rcpt to command)", "<address>: recipient address rejected.", "not listed in domino directory", "not listed in public name & address book",
 	}},
 	{ReasonFiltered, []string{
 		"filtered", "user reject", "rejected by recipient", "recipient refuses", "refuses to accept", "refused due to recipient",
 		"blocked by the recipient", "you have been blocked", "not accepting mail from you", "only accepting mail from",
 		"message rejected due to user rules", "refuse to receive", "recipient's preferences", "denied by recipient",
-		"blocked by recipient", "refused by recipient",
+		"blocked by recipient", "refused by recipient", "recipients was rejected by a remote mail server",
 	}},
 	{ReasonSpeeding, []string{"recipients this hour", "messages this hour", "per hour", "this hour"}},
 	{ReasonTooManyConn, []string{
@@ -200,7 +200,7 @@ var ordinaryRules = []phraseRule{
 	}},
 	{ReasonFailedSTARTTLS, []string{
 		"starttls", "tls required", "requires tls", "must issue a starttls", "encryption required", "tls negotiation",
-		"tls handshake", "secure connection required",
+		"tls handshake", "does not support tls", "not support tls", "secure connection required",
 	}},
 	{ReasonSystemFull, []string{
 		"system full", "mail system full", "disk full", "insufficient system storage", "out of disk space",
@@ -297,15 +297,57 @@ func matchText(s string) string {
 }
 
 // definiteUnknown reports whether a reply says the address does not
-// exist in words no content filter uses (Yahoo's and Gmail's), so that
-// it counts without a command or code to back it.
-func definiteUnknown(lower string) bool {
-	for _, p := range []string{"this user doesn't have a ... account", "address couldn't be found", "address not found ... your message wasn"} {
+// exist in words no content filter uses: a groupware directory's (Lotus
+// Notes, Exchange 2003, IMail), a local delivery agent's, Gmail's; and
+// Yahoo's, when it comes as an SMTP reply.
+func definiteUnknown(lower string, reply bool) bool {
+	for _, p := range []string{
+		"not listed in domino directory", "not listed in public name & address book", "recipient name is not recognized",
+		"invalid final delivery userid", "mail.local: unknown user", "unknown user: <address>", "address couldn't be found", "address not found ... your message wasn",
+	} {
 		if containsPhrase(lower, p) {
 			return true
 		}
 	}
-	return false
+	return reply && containsPhrase(lower, "this user doesn't have a ... account")
+}
+
+// rhostRules are what the big receiving providers mean by words that
+// are vague elsewhere, keyed by the recipient's domain or the remote
+// host's (Sisimai keeps such a table too).
+var rhostRules = []struct {
+	domains []string
+	phrase  string
+	reason  Reason
+}{
+	// KDDI (au): "<address>: User unknown" is a real unknown user, whenever
+	// it comes (without the address it is their filter).
+	{[]string{"ezweb.ne.jp", "au.com", "kddi.com"}, "<address>: user unknown", ReasonUserUnknown},
+	// Orange and La Poste: their LPN007_416 code says the address is invalid.
+	{[]string{"laposte.net", "orange.fr", "wanadoo.fr"}, "invalid recipient", ReasonUserUnknown},
+	// Microsoft's consumer mail answers an unknown address so.
+	{[]string{"outlook.com", "hotmail.com", "live.com", "msn.com"}, "mailbox unavailable", ReasonUserUnknown},
+	// Symantec MessageLabs.
+	{[]string{"messagelabs.com"}, "no such user", ReasonUserUnknown},
+}
+
+// rhostReason applies rhostRules to a recipient.
+func rhostReason(addr, remote, lower string) Reason {
+	dom := ""
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		dom = strings.ToLower(addr[i+1:])
+	}
+	remote = strings.ToLower(remote)
+	for _, rule := range rhostRules {
+		for _, d := range rule.domains {
+			if dom == d || strings.HasSuffix(dom, "."+d) || remote == d || strings.HasSuffix(remote, "."+d) || strings.Contains(lower, d) {
+				if strings.Contains(lower, rule.phrase) {
+					return rule.reason
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // decisiveReason returns the reason of a decisive rule whose phrase
