@@ -295,8 +295,10 @@ func (m *msgView) dsn() bool {
 				r.RemoteMTA = block.remote
 			}
 		}
-		if diag == "" && len(rcpts) == 1 && len(m.textBlocks) == 0 {
-			diag = m.summaryDiag()
+		if (diag == "" || genericDiag(diag)) && block == nil && len(rcpts) == 1 {
+			// The report says little and the text names no recipient:
+			// the text's lines with SMTP codes say more.
+			diag = squash(diag + " " + m.summaryDiag())
 		}
 		if r.Action == "" {
 			r.Action = "failed"

@@ -101,7 +101,7 @@ var ordinaryRules = []phraseRule{
 		"bad sender", "invalid sender", "sender unknown", "unknown sender", "sender domain", "sender address",
 		"reject sender", "rejected sender", "sender is not allowed", "sender not allowed", "sender blocked",
 		"blocked sender", "sender is blocked", "null sender", "empty envelope sender", "not a valid sender",
-		"purported responsible address", "an address that has been blacklisted", "envelope sender", "envelope from", "sender's domain", "sender's address",
+		"purported responsible address", "'send mail as'", "an address that has been blacklisted", "envelope sender", "envelope from", "sender's domain", "sender's address",
 		"from address", "return path", "return-path",
 	}},
 	{ReasonAuthFailure, []string{
@@ -185,7 +185,7 @@ var ordinaryRules = []phraseRule{
 		"refused to talk", "rejected your ip", "your host", "dynamic ip", "dial-up", "dialup",
 		"residential", "not accepted from", "administrative prohibition", "connection rejected",
 		"refused connection", "my name was rejected", "client not authorized", "ip blocked",
-		"smtp server of your isp", "weren't sent", "invalid helo", "helo command rejected", "bad helo",
+		"smtp server of your isp", "relay quota", "weren't sent", "invalid helo", "helo command rejected", "bad helo",
 		"service refused", "invalid ip for sending", "client host blocked",
 	}},
 	{ReasonSyntaxError, []string{
@@ -261,9 +261,13 @@ func matchText(s string) string {
 		var b strings.Builder
 		last := 0
 		for _, a := range findAddrs(lower) {
-			b.WriteString(lower[last:a.start])
+			start, end := a.start, a.end
+			if start > last && lower[start-1] == '<' && end < len(lower) && lower[end] == '>' {
+				start, end = start-1, end+1
+			}
+			b.WriteString(lower[last:start])
 			b.WriteString("<address>")
-			last = a.end
+			last = end
 		}
 		b.WriteString(lower[last:])
 		lower = b.String()

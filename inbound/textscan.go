@@ -404,9 +404,11 @@ func (m *msgView) textBounce() bool {
 		}
 		blocks = out
 	}
+	fallback := false
 	if len(blocks) == 0 && m.res.Original != nil {
 		if to := headerAddr(m.res.Original.To); to != "" && !daemonLocal(to) {
 			blocks = []textRecipient{{addr: to, diag: m.bodyDiag()}}
+			fallback = true
 		}
 	}
 	if len(blocks) == 0 {
@@ -430,7 +432,12 @@ func (m *msgView) textBounce() bool {
 		r := Recipient{Address: b.addr, Action: action, RemoteMTA: b.remote}
 		diag := b.diag
 		if diag == "" {
-			diag = m.bodyDiag()
+			// Nothing after the address: the words are before it (Lotus
+			// Notes), or there are none.
+			diag = m.paragraphBefore(b.addr)
+			if diag == "" && len(b.lines) == 0 {
+				diag = m.bodyDiag()
+			}
 		}
 		fill(&r, "", diag, "", b.ctx)
 		if (r.Reason == ReasonOnHold || r.Reason == ReasonUndefined) && len(b.lines) > 0 {
@@ -438,6 +445,10 @@ func (m *msgView) textBounce() bool {
 			if head := m.headBefore(b.addr); phraseReason(matchText(head)) != "" {
 				fill(&r, "", squash(diag+" "+head), "", b.ctx+" "+head)
 			}
+		}
+		if fallback && r.Reason == ReasonOnHold {
+			// The text names no recipient and no error: nothing to go on.
+			setReason(&r, ReasonUndefined)
 		}
 		if groups && r.StatusInferred {
 			setReason(&r, ReasonRejected)
@@ -464,6 +475,27 @@ func (m *msgView) headBefore(addr string) string {
 		head = head[len(head)-2000:]
 	}
 	return squash(head)
+}
+
+// paragraphBefore returns the non-blank lines right above the first line
+// that names addr.
+func (m *msgView) paragraphBefore(addr string) string {
+	lines := strings.Split(m.text, "\n")
+	for i, l := range lines {
+		if !strings.Contains(strings.ToLower(l), strings.ToLower(addr)) {
+			continue
+		}
+		j := i
+		for j > 0 && strings.TrimSpace(lines[j-1]) != "" && i-j < 5 {
+			j--
+		}
+		p := squash(strings.Join(lines[j:i+1], " "))
+		if strings.Trim(strings.ReplaceAll(matchText(p), "<address>", ""), " *-•:;,.()<>") == "" {
+			return "" // only the address itself
+		}
+		return p
+	}
+	return ""
 }
 
 // bodyDiag is the text of a bounce squashed to one line, for a
