@@ -491,6 +491,9 @@ func decideReason(lower, st, cmd, diagType, action string, remoteReply bool) Rea
 		return ReasonMailerError
 	}
 	pr := phraseReason(lower)
+	if pr == ReasonUserUnknown && domainDoesNotExist(lower) {
+		pr = ReasonHostUnknown // "neko.example.com does not exist"
+	}
 	if pr == ReasonUserUnknown && stReason != ReasonUserUnknown && cmd != "RCPT" && !definiteUnknown(lower, remoteReply) {
 		// "User unknown" is hard only with evidence: a code that says so
 		// (x.1.1), a refusal at RCPT TO, or words no filter uses (a
@@ -501,7 +504,7 @@ func decideReason(lower, st, cmd, diagType, action string, remoteReply bool) Rea
 		// than a late one.
 		pr = ReasonFiltered
 	}
-	if cmd == "HELO" && (pr == "" || pr == ReasonHostUnknown || pr == ReasonUserUnknown || pr == ReasonRejected || pr == ReasonFiltered) {
+	if cmd == "HELO" && (pr == "" || pr == ReasonHostUnknown || pr == ReasonUserUnknown || pr == ReasonFiltered) {
 		// Refused at HELO: it is the sending host that was refused.
 		pr = ReasonBlocked
 	}
@@ -542,6 +545,26 @@ func decideReason(lower, st, cmd, diagType, action string, remoteReply bool) Rea
 		return ReasonOnHold
 	}
 	return ReasonUndefined
+}
+
+// domainDoesNotExist reports whether the thing said not to exist is a
+// domain name ("553 neko.example.com does not exist"), not a mailbox.
+func domainDoesNotExist(lower string) bool {
+	for from := 0; ; {
+		i := strings.Index(lower[from:], " does not exist")
+		if i < 0 {
+			return false
+		}
+		i += from
+		f := strings.Fields(lower[:i])
+		if len(f) > 0 {
+			w := strings.Trim(f[len(f)-1], "'\"()[],;:")
+			if strings.Count(w, ".") >= 1 && !strings.ContainsAny(w, "@<>") && len(w) > 3 && isWordByte(w[len(w)-1]) {
+				return true
+			}
+		}
+		from = i + 1
+	}
 }
 
 func firstNonEmpty(v ...string) string {
