@@ -44,25 +44,28 @@ type Feedback struct {
 
 // parseFeedback reads the fields of a feedback-report part.
 func parseFeedback(body []byte) *Feedback {
+	// The part is one block of fields; some reporters put blank lines or
+	// stray text between fields, so blocks are read until the end.
 	lr := newLineReader(bytes.NewReader(body))
 	var fields header
-	for {
+	for len(fields) <= maxHeaderFields {
 		h := readHeader(lr)
 		fields = append(fields, h...)
-		line, ok := lr.next()
-		if !ok {
-			break
+		if len(h) == 0 {
+			// readHeader left a line that is not a field: skip it.
+			if _, ok := lr.next(); !ok {
+				break
+			}
 		}
-		lr.unread(line)
-		if len(fields) > maxHeaderFields {
+		if lr.eof && !lr.hasBack {
 			break
 		}
 	}
-	if !fields.Has("Feedback-Type") {
+	if firstField(fields.Get("Feedback-Type")) == "" {
 		return nil
 	}
 	f := &Feedback{
-		FeedbackType:      strings.ToLower(strings.Fields(fields.Get("Feedback-Type") + " ")[0]),
+		FeedbackType:      strings.ToLower(firstField(fields.Get("Feedback-Type"))),
 		UserAgent:         fields.Get("User-Agent"),
 		Version:           fields.Get("Version"),
 		ReportingMTA:      hostOnly(stripType(fields.Get("Reporting-MTA"))),
@@ -80,9 +83,7 @@ func parseFeedback(body []byte) *Feedback {
 		ReportedDomain:    fields.Values("Reported-Domain"),
 		ReportedURI:       fields.Values("Reported-URI"),
 	}
-	if f.SourceIP != "" {
-		f.SourceIP = strings.Fields(f.SourceIP)[0]
-	}
+	f.SourceIP = firstField(f.SourceIP)
 	if n, err := strconv.Atoi(strings.TrimSpace(fields.Get("Incidents"))); err == nil {
 		f.Incidents = n
 	}

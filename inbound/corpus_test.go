@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -358,3 +359,65 @@ func checkInvariants(t testing.TB, name string, res *Result) {
 }
 
 var statusForm = regexp.MustCompile(`^[245]\.[0-9]{1,3}\.[0-9]{1,3}$`)
+
+var update = flag.Bool("update", false, "rewrite testdata/corpus.golden")
+
+// TestCorpusGolden records what every message of the bounce corpus is
+// read as, one line per recipient (or per message for other kinds), in
+// testdata/corpus.golden: a change in any reading shows in review. Run
+// with -update to accept a change.
+func TestCorpusGolden(t *testing.T) {
+	base := filepath.Join(bounceCorpus(t), "maildir")
+	var b strings.Builder
+	b.WriteString("# file\tkind\trecipient\tstatus\treply\treason\tverdict (or the report's summary)\n")
+	for _, sub := range []string{"bsd", "err", "not"} {
+		ents, err := os.ReadDir(filepath.Join(base, sub))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			res := classifyFile(t, filepath.Join(base, sub, e.Name()))
+			name := sub + "/" + e.Name()
+			switch {
+			case len(res.Recipients) > 0:
+				for _, r := range res.Recipients {
+					fmt.Fprintf(&b, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", name, res.Kind, r.Address, r.Status, r.ReplyCode, r.Reason, r.Verdict)
+				}
+			case res.Feedback != nil:
+				fmt.Fprintf(&b, "%s\t%s\t%s\t%s\t%s\n", name, res.Kind, res.Feedback.Recipient, res.Feedback.FeedbackType, res.Feedback.Reporter)
+			case res.Response != nil:
+				fmt.Fprintf(&b, "%s\t%s\t%s\t%s\t%s\n", name, res.Kind, res.Response.Kind, res.Response.Auto, res.Response.Reason)
+			default:
+				fmt.Fprintf(&b, "%s\t%s\n", name, res.Kind)
+			}
+		}
+	}
+	golden := filepath.Join("testdata", "corpus.golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got := b.String(); got != string(want) {
+		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
+		for i := 0; i < len(gl) || i < len(wl); i++ {
+			var g, w string
+			if i < len(gl) {
+				g = gl[i]
+			}
+			if i < len(wl) {
+				w = wl[i]
+			}
+			if g != w {
+				t.Fatalf("corpus.golden differs at line %d:\n got %q\nwant %q\n(run with -update to accept)", i+1, g, w)
+			}
+		}
+	}
+}

@@ -85,7 +85,7 @@ func parseDSN(body []byte, maxRcpt int) dsnFields {
 			}
 			lastVal = nil
 		case "action":
-			cur.action = strings.ToLower(strings.Fields(val + " x")[0])
+			cur.action = strings.ToLower(firstField(val))
 			lastVal = nil
 		case "status":
 			cur.status = val
@@ -106,6 +106,14 @@ func parseDSN(body []byte, maxRcpt int) dsnFields {
 	}
 	flush()
 	return out
+}
+
+// firstField returns the first white-space separated word of s, or "".
+func firstField(s string) string {
+	if f := strings.Fields(s); len(f) > 0 {
+		return f[0]
+	}
+	return ""
 }
 
 // stripType removes an address or name type ("rfc822;", "dns;") and angle

@@ -1,0 +1,63 @@
+package inbound
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// BenchmarkClassifyCorpus classifies every message of the bounce corpus
+// (lhost, rhost, rfc3464, arf, rfc3834: 629 real messages) per op, and
+// reports messages per second and the bytes read per second.
+func BenchmarkClassifyCorpus(b *testing.B) {
+	dir := filepath.Join(bounceCorpus(b), "maildir", "bsd")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var msgs [][]byte
+	size := 0
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".eml") {
+			continue
+		}
+		m, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs = append(msgs, m)
+		size += len(m)
+	}
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, m := range msgs {
+			if _, err := Classify(bytes.NewReader(m), Envelope{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(len(msgs)*b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkAggregateLarge parses the corpus's largest aggregate report
+// (2,286 rows, 0.9 MB of XML).
+func BenchmarkAggregateLarge(b *testing.B) {
+	p := filepath.Join(dmarcCorpus(b), "aggregate", "!large-example.com!1711897200!1711983600.xml")
+	data, err := os.ReadFile(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		rep, err := ParseAggregate(bytes.NewReader(data), 0)
+		if err != nil || len(rep.Records) != 2286 {
+			b.Fatalf("%v %d", err, len(rep.Records))
+		}
+	}
+	b.ReportMetric(float64(2286*b.N)/b.Elapsed().Seconds(), "rows/s")
+}
