@@ -65,15 +65,15 @@ func parseFeedback(body []byte) *Feedback {
 		return nil
 	}
 	f := &Feedback{
-		FeedbackType:      strings.ToLower(firstField(fields.Get("Feedback-Type"))),
+		FeedbackType:      lowerASCII(firstField(fields.Get("Feedback-Type"))),
 		UserAgent:         fields.Get("User-Agent"),
 		Version:           fields.Get("Version"),
 		ReportingMTA:      hostOnly(stripType(fields.Get("Reporting-MTA"))),
 		SourceIP:          strings.Trim(fields.Get("Source-IP"), "[] "),
 		OriginalMailFrom:  normAddr(fields.Get("Original-Mail-From")),
 		ArrivalDate:       firstNonEmpty(fields.Get("Arrival-Date"), fields.Get("Received-Date")),
-		AuthFailure:       strings.ToLower(fields.Get("Auth-Failure")),
-		DeliveryResult:    strings.ToLower(fields.Get("Delivery-Result")),
+		AuthFailure:       lowerASCII(fields.Get("Auth-Failure")),
+		DeliveryResult:    lowerASCII(fields.Get("Delivery-Result")),
 		DKIMDomain:        fields.Get("DKIM-Domain"),
 		DKIMSelector:      fields.Get("DKIM-Selector"),
 		DKIMIdentity:      fields.Get("DKIM-Identity"),
@@ -147,7 +147,7 @@ func (m *msgView) finishFeedback(f *Feedback) {
 // feedbackInText parses ARF fields written in a text part (some
 // providers send the report as text/plain).
 func (m *msgView) feedbackInText() *Feedback {
-	lower := strings.ToLower(m.text)
+	lower := lowerASCII(m.text)
 	i := strings.Index(lower, "feedback-type:")
 	if i < 0 || (i > 0 && lower[i-1] != '\n') {
 		return nil
@@ -170,7 +170,7 @@ func (m *msgView) inlineFeedback() bool {
 // ARF part (Exim's "DMARC Forensic Report"): the sender domain and IP and
 // the alignment results, with the headers of the failed message after.
 func (m *msgView) textForensic() bool {
-	lower := strings.ToLower(m.text)
+	lower := lowerASCII(m.text)
 	if !strings.Contains(lower, "failed the published dmarc policy") {
 		return false
 	}
@@ -181,9 +181,9 @@ func (m *msgView) textForensic() bool {
 			continue
 		}
 		v = strings.TrimSpace(v)
-		switch strings.ToLower(k) {
+		switch lowerASCII(k) {
 		case "sender domain":
-			f.ReportedDomain = append(f.ReportedDomain, strings.ToLower(v))
+			f.ReportedDomain = append(f.ReportedDomain, lowerASCII(v))
 		case "sender ip address":
 			f.SourceIP = v
 		case "received date":
@@ -230,8 +230,8 @@ func (m *msgView) jmrp() bool {
 // mailto: address (Apple Mail's, or any mail whose subject is just
 // "unsubscribe") as an opt-out complaint: the address wants no more mail.
 func (m *msgView) unsubscribe() bool {
-	subj := strings.ToLower(strings.TrimSpace(m.res.Subject))
-	if subj != "unsubscribe" && !strings.Contains(strings.ToLower(m.text), "sent this email to unsubscribe") {
+	subj := lowerASCII(strings.TrimSpace(m.res.Subject))
+	if subj != "unsubscribe" && !strings.Contains(lowerASCII(m.text), "sent this email to unsubscribe") {
 		return false
 	}
 	from := headerAddr(m.t.header.Get("From"))

@@ -82,7 +82,7 @@ func (m *msgView) reportType() string {
 	if m.t.mediaType != "multipart/report" {
 		return ""
 	}
-	return strings.ToLower(m.t.params["report-type"])
+	return lowerASCII(m.t.params["report-type"])
 }
 
 func (m *msgView) unparsed(reason, detail string) {
@@ -148,7 +148,7 @@ func (m *msgView) splitText() {
 		b.WriteString(partText(e))
 	}
 	all := unquote(b.String())
-	lower := strings.ToLower(all)
+	lower := lowerASCII(all)
 	cut := -1
 	pos := 0
 	for _, line := range strings.SplitAfter(lower, "\n") {
@@ -270,6 +270,9 @@ func (m *msgView) dsn() bool {
 	m.scanText()
 	delayed, failed, delivered := 0, 0, 0
 	for _, d := range rcpts {
+		if normAddr(firstNonEmpty(d.final, d.original)) == "" {
+			continue // a recipient field with no address in it
+		}
 		r := Recipient{
 			Address:         normAddr(firstNonEmpty(d.final, d.original)),
 			OriginalAddress: normAddr(d.original),
@@ -286,7 +289,7 @@ func (m *msgView) dsn() bool {
 				if block.diag != "" {
 					diag = firstNonEmpty(block.diag, diag)
 				}
-			} else if more := squash(continuation(block.lines, diag)); len(more) > len(diag) && strings.HasPrefix(strings.ToLower(more), strings.ToLower(clip(diag, 40))) {
+			} else if more := squash(continuation(block.lines, diag)); len(more) > len(diag) && strings.HasPrefix(lowerASCII(more), lowerASCII(clip(diag, 40))) {
 				// The status part's copy may be cut at its first line; the
 				// text has the whole reply.
 				diag = more
@@ -326,6 +329,10 @@ func (m *msgView) dsn() bool {
 	default:
 		m.res.Kind = KindBounce
 	}
+	if len(m.res.Recipients) == 0 {
+		m.res.Kind = ""
+		return false
+	}
 	if len(rcpts) >= m.o.MaxRecipients {
 		m.res.Limits = append(m.res.Limits, "recipients")
 	}
@@ -364,10 +371,10 @@ func bestInText(diag, field string) string {
 // a separator), when that says more than diag: the status part's copy
 // of a reply may be cut at its first line.
 func continuation(lines []string, diag string) string {
-	key := strings.ToLower(clip(diag, 40))
+	key := lowerASCII(clip(diag, 40))
 	for i, l := range lines {
 		sl := squash(l)
-		j := strings.Index(strings.ToLower(sl), key)
+		j := strings.Index(lowerASCII(sl), key)
 		if j < 0 {
 			continue
 		}
@@ -398,13 +405,13 @@ func genericDiag(d string) bool {
 // the diagnostic's type: status, reply code, command, reason, verdict.
 func fill(r *Recipient, statusField, diag, diagType, context string) {
 	r.Diagnostic = clip(diag, 1000)
-	lower := strings.ToLower(diag)
+	lower := lowerASCII(diag)
 	r.ReplyCode = findReply(diag)
 	inText := bestInText(diag, statusField)
 	st := preferStatus(statusField, inText, r.ReplyCode)
 	r.Command = smtpCommand(lower)
 	if r.Command == "" && context != "" {
-		r.Command = smtpCommand(strings.ToLower(context))
+		r.Command = smtpCommand(lowerASCII(context))
 	}
 	if r.ReplyCode == 0 && context != "" {
 		r.ReplyCode = findReply(context)

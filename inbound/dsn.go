@@ -51,7 +51,7 @@ func parseDSN(body []byte, maxRcpt int) dsnFields {
 			lastVal = nil
 			continue
 		}
-		name = strings.ToLower(strings.TrimSpace(name))
+		name = lowerASCII(strings.TrimSpace(name))
 		val = strings.TrimSpace(val)
 		lastName = name
 		_ = lastName
@@ -85,7 +85,7 @@ func parseDSN(body []byte, maxRcpt int) dsnFields {
 			}
 			lastVal = nil
 		case "action":
-			cur.action = strings.ToLower(firstField(val))
+			cur.action = lowerASCII(firstField(val))
 			lastVal = nil
 		case "status":
 			cur.status = val
@@ -96,7 +96,7 @@ func parseDSN(body []byte, maxRcpt int) dsnFields {
 		case "diagnostic-code":
 			t, rest, ok := strings.Cut(val, ";")
 			if ok && !strings.ContainsAny(strings.TrimSpace(t), " <@") {
-				cur.diagType = strings.ToLower(strings.TrimSpace(t))
+				cur.diagType = lowerASCII(strings.TrimSpace(t))
 				cur.diag = strings.TrimSpace(rest)
 			} else {
 				cur.diag = val

@@ -268,7 +268,7 @@ func mediaType(v, def string) (string, map[string]string) {
 	}
 	mt, params, err := stdmime.ParseMediaType(v)
 	if err == nil {
-		return strings.ToLower(mt), params
+		return lowerASCII(mt), params
 	}
 	// Broken parameters: take the type and pick out the parameters that
 	// matter by hand.
@@ -277,7 +277,7 @@ func mediaType(v, def string) (string, map[string]string) {
 	if semi >= 0 {
 		mt = v[:semi]
 	}
-	mt = strings.ToLower(strings.TrimSpace(mt))
+	mt = lowerASCII(strings.TrimSpace(mt))
 	if !strings.Contains(mt, "/") {
 		mt = def
 	}
@@ -288,7 +288,7 @@ func mediaType(v, def string) (string, map[string]string) {
 			if !ok {
 				continue
 			}
-			k = strings.ToLower(strings.TrimSpace(k))
+			k = lowerASCII(strings.TrimSpace(k))
 			val = strings.TrimSpace(val)
 			val = strings.Trim(val, `"'`)
 			if k != "" {
@@ -471,7 +471,7 @@ func (w *walker) multipart(boundary string, depth int, stack []string) boundaryH
 	for hit.idx == me && !hit.closing {
 		ph := readHeader(w.lr)
 		mt, params := mediaType(ph.Get("Content-Type"), "text/plain")
-		if strings.HasPrefix(strings.ToLower(ph.Get("Content-Type")), "multipart/digest") {
+		if strings.HasPrefix(lowerASCII(ph.Get("Content-Type")), "multipart/digest") {
 			mt = "multipart/digest"
 		}
 		hit = w.entity(ph, mt, params, depth+1, inner)
@@ -531,10 +531,10 @@ func partFilename(h header, params map[string]string) string {
 	if cd := h.Get("Content-Disposition"); cd != "" {
 		_, dp := mediaType("x/x; "+afterSemi(cd), "x/x")
 		if n := dp["filename"]; n != "" {
-			return strings.ToLower(decodeWords(n))
+			return lowerASCII(decodeWords(n))
 		}
 	}
-	return strings.ToLower(decodeWords(params["name"]))
+	return lowerASCII(decodeWords(params["name"]))
 }
 
 func afterSemi(s string) string {
@@ -548,7 +548,7 @@ func afterSemi(s string) string {
 // leniently: what decodes before an error is kept. message/rfc822 parts
 // are decoded too when (against RFC 2046) they are base64 or QP.
 func decodeTransfer(b []byte, cte, mt string) []byte {
-	switch strings.ToLower(strings.TrimSpace(cte)) {
+	switch lowerASCII(strings.TrimSpace(cte)) {
 	case "base64":
 		return decodeBase64(b)
 	case "quoted-printable":

@@ -256,12 +256,15 @@ var noise = []string{
 // addresses and URLs removed (test and real addresses carry words like
 // "filtered" or "unknown"), and the MTAs' stock sentences removed.
 func matchText(s string) string {
-	lower := strings.ToLower(s)
+	lower := lowerASCII(s)
 	if strings.Contains(lower, "@") {
 		var b strings.Builder
 		last := 0
 		for _, a := range findAddrs(lower) {
 			start, end := a.start, a.end
+			if start < last {
+				continue
+			}
 			if start > last && lower[start-1] == '<' && end < len(lower) && lower[end] == '>' {
 				start, end = start-1, end+1
 			}
@@ -339,9 +342,9 @@ var rhostRules = []struct {
 func rhostReason(addr, remote, lower string) Reason {
 	dom := ""
 	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
-		dom = strings.ToLower(addr[i+1:])
+		dom = lowerASCII(addr[i+1:])
 	}
-	remote = strings.ToLower(remote)
+	remote = lowerASCII(remote)
 	for _, rule := range rhostRules {
 		for _, d := range rule.domains {
 			if dom == d || strings.HasSuffix(dom, "."+d) || remote == d || strings.HasSuffix(remote, "."+d) || strings.Contains(lower, d) {

@@ -179,7 +179,7 @@ func openReport(b []byte, max int64) (data []byte, source string, err error) {
 			if f.FileInfo().IsDir() {
 				continue
 			}
-			n := strings.ToLower(f.Name)
+			n := lowerASCII(f.Name)
 			if pick == nil || strings.HasSuffix(n, ".xml") || strings.HasSuffix(n, ".json") {
 				pick = f
 				if strings.HasSuffix(n, ".xml") || strings.HasSuffix(n, ".json") {
@@ -286,7 +286,7 @@ func ParseAggregate(r io.Reader, maxRecords int) (*AggregateReport, error) {
 	d.CharsetReader = func(label string, in io.Reader) (io.Reader, error) {
 		e := lookupEncoding(label)
 		if e == nil {
-			if l := strings.ToLower(label); l == "utf-8" || l == "utf8" || l == "us-ascii" || l == "ascii" {
+			if l := lowerASCII(label); l == "utf-8" || l == "utf8" || l == "us-ascii" || l == "ascii" {
 				return in, nil
 			}
 			return nil, fmt.Errorf("unknown charset %q", label)
@@ -348,7 +348,7 @@ tokens:
 				var x xmlPolicy
 				derr = d.DecodeElement(&x, &t)
 				rep.Policy = PolicyPublished{
-					Domain: strings.ToLower(trim(x.Domain)), ADKIM: lower(x.ADKIM), ASPF: lower(x.ASPF),
+					Domain: lowerASCII(trim(x.Domain)), ADKIM: lower(x.ADKIM), ASPF: lower(x.ASPF),
 					P: lower(x.P), SP: lower(x.SP), NP: lower(x.NP), FO: trim(x.FO), Testing: lower(x.Testing),
 				}
 				rep.Policy.Pct, _ = strconv.Atoi(trim(x.Pct))
@@ -401,9 +401,9 @@ func recordOf(x *xmlRecord) AggregateRecord {
 		Disposition:  lower(x.Row.Policy.Disposition),
 		DKIM:         lower(x.Row.Policy.DKIM),
 		SPF:          lower(x.Row.Policy.SPF),
-		HeaderFrom:   strings.ToLower(trim(x.Identifiers.HeaderFrom)),
-		EnvelopeFrom: strings.ToLower(trim(x.Identifiers.EnvelopeFrom)),
-		EnvelopeTo:   strings.ToLower(trim(x.Identifiers.EnvelopeTo)),
+		HeaderFrom:   lowerASCII(trim(x.Identifiers.HeaderFrom)),
+		EnvelopeFrom: lowerASCII(trim(x.Identifiers.EnvelopeFrom)),
+		EnvelopeTo:   lowerASCII(trim(x.Identifiers.EnvelopeTo)),
 	}
 	rec.Count, _ = strconv.ParseInt(trim(x.Row.Count), 10, 64)
 	for _, r := range x.Row.Policy.Reasons {
@@ -412,16 +412,16 @@ func recordOf(x *xmlRecord) AggregateRecord {
 		}
 	}
 	for _, a := range x.Auth.DKIM {
-		rec.DKIMResults = append(rec.DKIMResults, AuthResult{Domain: strings.ToLower(trim(a.Domain)), Selector: trim(a.Selector), Result: lower(a.Result)})
+		rec.DKIMResults = append(rec.DKIMResults, AuthResult{Domain: lowerASCII(trim(a.Domain)), Selector: trim(a.Selector), Result: lower(a.Result)})
 	}
 	for _, a := range x.Auth.SPF {
-		rec.SPFResults = append(rec.SPFResults, AuthResult{Domain: strings.ToLower(trim(a.Domain)), Scope: lower(a.Scope), Result: lower(a.Result)})
+		rec.SPFResults = append(rec.SPFResults, AuthResult{Domain: lowerASCII(trim(a.Domain)), Scope: lower(a.Scope), Result: lower(a.Result)})
 	}
 	return rec
 }
 
 func trim(s string) string  { return strings.TrimSpace(s) }
-func lower(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+func lower(s string) string { return lowerASCII(strings.TrimSpace(s)) }
 
 func unixTime(s string) time.Time {
 	n, err := strconv.ParseInt(trim(s), 10, 64)
@@ -547,7 +547,7 @@ func parseTLSReport(data []byte, maxPolicies int) (*TLSReport, error) {
 		if maxPolicies > 0 && i >= maxPolicies {
 			break
 		}
-		tp := TLSPolicy{Type: p.Policy.Type, Domain: strings.ToLower(p.Policy.Domain), SuccessCount: p.Summary.Success, FailCount: p.Summary.Failure}
+		tp := TLSPolicy{Type: p.Policy.Type, Domain: lowerASCII(p.Policy.Domain), SuccessCount: p.Summary.Success, FailCount: p.Summary.Failure}
 		for _, f := range p.Failures {
 			tp.Failures = append(tp.Failures, TLSFailure{ResultType: f.ResultType, SendingMTAIP: f.SendingIP, ReceivingMXHostname: f.MX, Count: f.Count})
 		}

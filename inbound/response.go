@@ -23,8 +23,8 @@ var challengeWords = []string{
 // X-Autorespond, Precedence), and vacation or challenge wording.
 func autoReplyKind(m *msgView) string {
 	h := m.t.header
-	subj := strings.ToLower(m.res.Subject)
-	body := strings.ToLower(clip(m.text, 8192))
+	subj := lowerASCII(m.res.Subject)
+	body := lowerASCII(clip(m.text, 8192))
 	for _, w := range challengeWords {
 		if strings.Contains(body, w) || strings.Contains(subj, w) {
 			return "challenge"
@@ -39,14 +39,14 @@ func autoReplyKind(m *msgView) string {
 		h.Has("X-Mail-Autoreply") || strings.EqualFold(strings.TrimSpace(h.Get("X-Auto-Response-Suppress")), "All") && strings.HasPrefix(subj, "re:") {
 		return "vacation"
 	}
-	as := strings.ToLower(strings.TrimSpace(h.Get("Auto-Submitted")))
+	as := lowerASCII(strings.TrimSpace(h.Get("Auto-Submitted")))
 	if as != "" && as != "no" {
 		if strings.HasPrefix(as, "auto-replied") {
 			return "auto-replied"
 		}
 		return "auto-generated"
 	}
-	switch strings.ToLower(strings.TrimSpace(h.Get("Precedence"))) {
+	switch lowerASCII(strings.TrimSpace(h.Get("Precedence"))) {
 	case "auto_reply":
 		return "auto-replied"
 	case "bulk", "junk", "list":

@@ -131,7 +131,7 @@ func (n *sesNote) set(path, v string) {
 		}
 	case "bounce.bouncedRecipients.[].action":
 		if n.current != nil {
-			n.current.action = strings.ToLower(v)
+			n.current.action = lowerASCII(v)
 		}
 	case "bounce.bouncedRecipients.[].status":
 		if n.current != nil {
@@ -144,7 +144,7 @@ func (n *sesNote) set(path, v string) {
 	case "complaint.complainedRecipients.[].emailAddress":
 		n.complainedRecipients = append(n.complainedRecipients, normAddr(v))
 	case "complaint.complaintFeedbackType":
-		n.feedbackType = strings.ToLower(v)
+		n.feedbackType = lowerASCII(v)
 	case "complaint.userAgent":
 		n.userAgent = v
 	case "complaint.arrivalDate":
@@ -188,7 +188,7 @@ func (m *msgView) ses() bool {
 	if m.res.Original == nil && (n.messageID != "" || n.to != "") {
 		m.res.Original = &Original{MessageID: n.messageID, From: n.from, To: n.to, Subject: n.subject, HeadersOnly: true}
 	}
-	switch strings.ToLower(n.kind) {
+	switch lowerASCII(n.kind) {
 	case "bounce":
 		for _, sr := range n.recipients {
 			if sr.addr == "" || len(m.res.Recipients) >= m.o.MaxRecipients {

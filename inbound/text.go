@@ -18,7 +18,7 @@ import (
 // lookupEncoding resolves a charset label: IANA MIME names first, then the
 // WHATWG labels. nil means UTF-8/ASCII or unknown.
 func lookupEncoding(label string) encoding.Encoding {
-	name := strings.ToLower(strings.Trim(strings.TrimSpace(label), `"'`))
+	name := lowerASCII(strings.Trim(strings.TrimSpace(label), `"'`))
 	switch name {
 	case "", "us-ascii", "ascii", "utf-8", "utf8", "unknown-8bit", "x-unknown", "default":
 		return nil
@@ -139,7 +139,7 @@ func findAddrs(s string) []addrAt {
 		}
 		at := i + j
 		a := at
-		for a > 0 && addrChar(s[a-1]) {
+		for a > i && addrChar(s[a-1]) {
 			a--
 		}
 		b := at + 1
@@ -172,11 +172,11 @@ func findAddrs(s string) []addrAt {
 func normAddr(s string) string {
 	s = strings.TrimSpace(s)
 	s = strings.Trim(s, "<>\"' ;,")
-	if strings.HasPrefix(strings.ToLower(s), "mailto:") {
+	if strings.HasPrefix(lowerASCII(s), "mailto:") {
 		s = s[7:]
 	}
 	if i := strings.LastIndexByte(s, '@'); i >= 0 {
-		return s[:i] + "@" + strings.ToLower(s[i+1:])
+		return s[:i] + "@" + lowerASCII(s[i+1:])
 	}
 	return s
 }
@@ -211,6 +211,24 @@ func headerAddrs(v string) []string {
 		out = append(out, normAddr(a.addr))
 	}
 	return out
+}
+
+// lowerASCII lowercases the ASCII letters of s and nothing else, so that
+// byte offsets found in the result hold in s (strings.ToLower may change
+// the length of non-ASCII and invalid text).
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; c >= 'A' && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 // squash collapses runs of white space into one space and trims.

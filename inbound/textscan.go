@@ -22,7 +22,7 @@ func daemonLocal(addr string) bool {
 	if at < 0 {
 		return false
 	}
-	switch strings.ToLower(addr[:at]) {
+	switch lowerASCII(addr[:at]) {
 	case "mailer-daemon", "mail-daemon", "mailerdaemon", "mdaemon":
 		return true
 	}
@@ -35,7 +35,7 @@ func daemonLocal(addr string) bool {
 func (m *msgView) excluded() map[string]bool {
 	ex := map[string]bool{}
 	add := func(a string) {
-		if a = strings.ToLower(normAddr(a)); a != "" {
+		if a = lowerASCII(normAddr(a)); a != "" {
 			ex[a] = true
 		}
 	}
@@ -77,7 +77,7 @@ var strongPrefixes = []string{
 // recipient by its place: first on the line, or after words that
 // introduce one. weak is set for an address that is only inside a reply.
 func recipientLine(line string, a addrAt) (strong, weak bool) {
-	pre := strings.ToLower(line[:a.start])
+	pre := lowerASCII(line[:a.start])
 	pre = strings.TrimRight(pre, " \t<\"'(")
 	pre = strings.TrimLeft(pre, " \t*-•>")
 	if pre == "" || isReplyPrefix(pre) {
@@ -132,14 +132,14 @@ func (m *msgView) scanText() {
 		strong bool
 	}
 	var strong, weak, own []hit
-	from := strings.ToLower(headerAddr(m.t.header.Get("From")))
+	from := lowerASCII(headerAddr(m.t.header.Get("From")))
 	for i, line := range lines {
 		if len(line) > 4096 {
 			continue
 		}
 		for _, a := range findAddrs(line) {
 			addr := normAddr(a.addr)
-			la := strings.ToLower(addr)
+			la := lowerASCII(addr)
 			if daemonLocal(addr) || la == from {
 				continue
 			}
@@ -193,7 +193,7 @@ func (m *msgView) scanText() {
 		kept := cutBoilerplate(body)
 		diag := squash(strings.Join(kept, " "))
 		ctx := squash(first + " " + strings.Join(kept[1:], " "))
-		key := strings.ToLower(h.addr)
+		key := lowerASCII(h.addr)
 		if j, ok := idx[key]; ok {
 			if diag != "" && !strings.Contains(m.textBlocks[j].diag, diag) {
 				m.textBlocks[j].diag = squash(m.textBlocks[j].diag + " " + diag)
@@ -222,7 +222,7 @@ var boilerplate = []string{
 
 func cutBoilerplate(lines []string) []string {
 	for i, l := range lines {
-		tl := strings.ToLower(strings.TrimSpace(l))
+		tl := lowerASCII(strings.TrimSpace(l))
 		if i == 0 {
 			continue
 		}
@@ -238,7 +238,7 @@ func cutBoilerplate(lines []string) []string {
 // remoteHost picks the remote MTA out of a diagnostic: "host X said",
 // "host X[ip]", "remote host X".
 func remoteHost(diag string) string {
-	lower := strings.ToLower(diag)
+	lower := lowerASCII(diag)
 	for _, key := range []string{"remote host ", "host ", "server "} {
 		i := strings.Index(lower, key)
 		for i >= 0 {
@@ -248,7 +248,7 @@ func remoteHost(diag string) string {
 				h := strings.Trim(f[0], "[]():;,<>")
 				h = strings.TrimSuffix(h, ".")
 				if strings.Contains(h, ".") && !strings.Contains(h, "@") && len(h) < 256 && (isWordByte(h[0])) {
-					return strings.ToLower(h)
+					return lowerASCII(h)
 				}
 			}
 			j := strings.Index(lower[i+len(key):], key)
@@ -336,28 +336,28 @@ func (m *msgView) looksLikeBounce() bool {
 	if m.reportType() == "delivery-status" {
 		score += 3
 	}
-	from := strings.ToLower(decodeWords(h.Get("From")))
+	from := lowerASCII(decodeWords(h.Get("From")))
 	for _, w := range []string{"mailer-daemon", "mailer_daemon", "postmaster", "mail delivery", "mail administrator", "mail system", "mdaemon", "mail-daemon", "mailerdaemon", "bounce", "returned mail", "nobody@", "mailer daemon", "post_master", "mail.delivery"} {
 		if strings.Contains(from, w) {
 			score += 2
 			break
 		}
 	}
-	subj := strings.ToLower(m.res.Subject)
+	subj := lowerASCII(m.res.Subject)
 	for _, w := range bounceSubjects {
 		if strings.Contains(subj, w) {
 			score += 2
 			break
 		}
 	}
-	lower := strings.ToLower(m.text)
+	lower := lowerASCII(m.text)
 	for _, w := range bounceMarkers {
 		if strings.Contains(lower, w) {
 			score += 2
 			break
 		}
 	}
-	if m.res.Envelope.MailFrom == "" && strings.Contains(strings.ToLower(h.Get("Return-Path")), "<>") {
+	if m.res.Envelope.MailFrom == "" && strings.Contains(lowerASCII(h.Get("Return-Path")), "<>") {
 		score++
 	}
 	switch autoReplyKind(m) {
@@ -379,7 +379,7 @@ var delayWords = []string{
 // textBounce reads a bounce that has no delivery-status part: DSN fields
 // written into its text, else the recipients its text names.
 func (m *msgView) textBounce() bool {
-	lower := strings.ToLower(m.text)
+	lower := lowerASCII(m.text)
 	if strings.Contains(lower, "final-recipient:") || strings.Contains(lower, "original-recipient:") {
 		f := parseDSN([]byte(m.text), m.o.MaxRecipients)
 		if len(f.recipients) > 0 {
@@ -415,7 +415,7 @@ func (m *msgView) textBounce() bool {
 		return false
 	}
 	action := "failed"
-	subj := strings.ToLower(m.res.Subject)
+	subj := lowerASCII(m.res.Subject)
 	for _, w := range delayWords {
 		if strings.Contains(lower, w) || strings.Contains(subj, w) {
 			action = "delayed"
@@ -427,7 +427,7 @@ func (m *msgView) textBounce() bool {
 	}
 	// Google Groups answers a sender who may not post to a group with a
 	// bounce in the sender's language; what it means is always the same.
-	groups := strings.Contains(lower, "groups.google.com") && strings.Contains(strings.ToLower(m.t.header.Get("From")), "google")
+	groups := strings.Contains(lower, "groups.google.com") && strings.Contains(lowerASCII(m.t.header.Get("From")), "google")
 	for _, b := range blocks {
 		r := Recipient{Address: b.addr, Action: action, RemoteMTA: b.remote}
 		diag := b.diag
@@ -466,7 +466,7 @@ func (m *msgView) textBounce() bool {
 // headBefore returns the text before the first line that names addr,
 // without the MTA's greeting lines (at most 2000 bytes).
 func (m *msgView) headBefore(addr string) string {
-	i := strings.Index(strings.ToLower(m.text), strings.ToLower(addr))
+	i := strings.Index(lowerASCII(m.text), lowerASCII(addr))
 	if i < 0 {
 		return ""
 	}
@@ -482,7 +482,7 @@ func (m *msgView) headBefore(addr string) string {
 func (m *msgView) paragraphBefore(addr string) string {
 	lines := strings.Split(m.text, "\n")
 	for i, l := range lines {
-		if !strings.Contains(strings.ToLower(l), strings.ToLower(addr)) {
+		if !strings.Contains(lowerASCII(l), lowerASCII(addr)) {
 			continue
 		}
 		j := i
