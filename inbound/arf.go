@@ -93,7 +93,7 @@ func parseFeedback(body []byte) *Feedback {
 		}
 	}
 	for _, x := range fields {
-		f.Fields = append(f.Fields, HeaderField{Name: x.Name, Value: x.Value})
+		f.Fields = append(f.Fields, HeaderField(x))
 	}
 	return f
 }

@@ -52,7 +52,7 @@ func (m *msgView) classify() {
 			return
 		}
 	}
-	if len(m.reports) > 0 || m.inlineReport() {
+	if (len(m.reports) > 0 || m.inlineReport()) && m.reportish() {
 		if m.report() {
 			return
 		}
@@ -118,7 +118,6 @@ var originalMarkers = []string{
 	"ursprüngliche nachrichtenkopfzeilen",
 	"--------- original message ---------",
 	"--- message header follows",
-	"----- transcript of session follows -----x", // never: kept in the text
 	"----- this is a copy of the original message",
 	"------ this is a copy of the headers",
 	"----- unsent message follows -----",
@@ -155,7 +154,7 @@ func (m *msgView) splitText() {
 		tl := strings.TrimSpace(line)
 		tl = strings.TrimLeft(tl, "| >")
 		for _, mk := range originalMarkers {
-			if strings.HasPrefix(tl, mk) && !strings.HasSuffix(mk, "x") {
+			if strings.HasPrefix(tl, mk) {
 				cut = pos
 				break
 			}
@@ -394,11 +393,7 @@ func continuation(lines []string, diag string) string {
 // genericDiag reports whether a Diagnostic-Code says nothing beyond the
 // status (some MTAs write "smtp; 550" or a copy of the status).
 func genericDiag(d string) bool {
-	d = strings.TrimSpace(d)
-	if len(d) <= 12 {
-		return true
-	}
-	return false
+	return len(strings.TrimSpace(d)) <= 12
 }
 
 // fill completes a recipient from its status field, its diagnostic and

@@ -480,6 +480,11 @@ Content-Type: text/plain
 				t.Fatalf("got %s %+v %+v", r.Kind, r.Recipients, r.Original)
 			}
 		}},
+		{"a person's zip", strings.NewReplacer("Report domain: shop.example Submitter: google.example Report-ID: r-1", "Re: the photos", "noreply-dmarc-support@", "reader@").Replace(attach("application/zip", "photos.zip", zipped("cat.jpg", []byte("\xff\xd8\xff\xe0 JFIF")))), func(t *testing.T, r *Result) {
+			if r.Kind != KindResponse || r.Response.Kind != ResponseReply {
+				t.Fatalf("got %s %+v", r.Kind, r.Response)
+			}
+		}},
 		{"empty", "", func(t *testing.T, r *Result) {
 			if r.Kind != KindResponse || r.Response.Kind != ResponseReply {
 				t.Fatalf("got %s %+v", r.Kind, r.Response)

@@ -289,11 +289,6 @@ func semantic(r *Result) any {
 	return out
 }
 
-func summary(r *Result) string {
-	b, _ := json.Marshal(r)
-	return string(b)
-}
-
 // TestNotBounces reads maildir/err (mbox pieces) and maildir/not (mail
 // that is not a bounce, says Sisimai): never an error, and every bounce
 // recipient well-formed.

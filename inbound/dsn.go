@@ -33,7 +33,6 @@ func parseDSN(body []byte, maxRcpt int) dsnFields {
 		cur = nil
 		seen = map[string]bool{}
 	}
-	var lastName string
 	var lastVal *string
 	for _, raw := range bytes.Split(body, []byte("\n")) {
 		line := string(raw)
@@ -53,8 +52,6 @@ func parseDSN(body []byte, maxRcpt int) dsnFields {
 		}
 		name = lowerASCII(strings.TrimSpace(name))
 		val = strings.TrimSpace(val)
-		lastName = name
-		_ = lastName
 		switch name {
 		case "reporting-mta":
 			out.reportingMTA = stripType(val)

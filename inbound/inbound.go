@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 )
 
 // Envelope is the SMTP envelope a message arrived with.
@@ -273,16 +272,4 @@ func verpOf(env Envelope) string {
 		}
 	}
 	return ""
-}
-
-// parseTime reads an RFC 5322 date, "" or unparsable gives the zero time.
-func parseTime(s string) time.Time {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return time.Time{}
-	}
-	if t, err := time.Parse(time.RFC1123Z, s); err == nil {
-		return t
-	}
-	return time.Time{}
 }

@@ -101,6 +101,32 @@ func (m *msgView) inlineReport() bool {
 	return false
 }
 
+// reportish reports whether a message with a report candidate is meant
+// as a report, and not a person's mail with an archive attached: the
+// subject or sender say so (RFC 7489 and RFC 8460 subjects, "dmarc" or
+// "tls" reporters), the file is named the RFC 7489 way
+// (receiver!domain!begin!end), or the candidate holds XML or JSON.
+func (m *msgView) reportish() bool {
+	subj := lowerASCII(m.res.Subject)
+	from := lowerASCII(m.t.header.Get("From"))
+	for _, w := range []string{"report domain", "report-id", "dmarc", "tls report", "tls-report", "tlsrpt", "aggregate report"} {
+		if strings.Contains(subj, w) || strings.Contains(from, w) {
+			return true
+		}
+	}
+	for _, e := range m.reports {
+		if strings.Count(e.filename, "!") >= 2 || strings.HasPrefix(e.mediaType, "application/tlsrpt") {
+			return true
+		}
+		data, _, _ := openReportPrefix(e.body, 4<<10)
+		b := bytes.TrimSpace(bytes.TrimPrefix(bytes.TrimSpace(data), []byte("\xef\xbb\xbf")))
+		if bytes.HasPrefix(b, []byte("<")) || bytes.HasPrefix(b, []byte("{")) || len(b) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // reportError is why a report could not be read: a code for
 // Response.Reason and the detail.
 type reportError struct {
@@ -215,6 +241,36 @@ func openReport(b []byte, max int64) (data []byte, source string, err error) {
 		return nil, "", &reportError{UnparsedReportEmpty, fmt.Errorf("%s: the archive holds an empty file", source)}
 	}
 	return out, source, nil
+}
+
+// openReportPrefix is openReport that keeps the first max bytes of a
+// larger report instead of refusing it.
+func openReportPrefix(b []byte, max int64) ([]byte, string, error) {
+	switch {
+	case len(b) >= 2 && b[0] == 0x1f && b[1] == 0x8b:
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			return nil, "", err
+		}
+		out, _ := io.ReadAll(io.LimitReader(zr, max))
+		return out, "gzip", nil
+	case bytes.HasPrefix(b, []byte("PK\x03\x04")):
+		zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+		if err != nil || len(zr.File) == 0 {
+			return nil, "", err
+		}
+		f, err := zr.File[0].Open()
+		if err != nil {
+			return nil, "", err
+		}
+		defer f.Close()
+		out, _ := io.ReadAll(io.LimitReader(f, max))
+		return out, "zip", nil
+	}
+	if int64(len(b)) > max {
+		b = b[:max]
+	}
+	return b, "xml", nil
 }
 
 // xml shapes of the report's parts; names match any namespace.
