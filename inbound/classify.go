@@ -470,20 +470,21 @@ func decideReason(lower, st, cmd, diagType, action string, remoteReply bool) Rea
 		return ReasonDelivered
 	}
 	stReason := statusReason(st)
-	if dr := decisiveReason(lower); dr != "" {
+	hits := matchRules(lower)
+	if dr := hits.decisive(); dr != "" {
 		return dr
 	}
 	// Codes that say it all, whatever the words.
 	switch stReason {
 	case ReasonMailboxFull, ReasonExceedLimit, ReasonHasMoved, ReasonNotAccept, ReasonRequirePTR, ReasonAuthFailure, ReasonSuspend, ReasonFailedSTARTTLS:
-		if pr := phraseReason(lower); pr == "" || pr == ReasonUserUnknown || pr == ReasonBlocked || pr == ReasonPolicyViolation || pr == ReasonSecurityError || pr == ReasonMesgTooBig || pr == ReasonFiltered {
+		if pr := hits.first(); pr == "" || pr == ReasonUserUnknown || pr == ReasonBlocked || pr == ReasonPolicyViolation || pr == ReasonSecurityError || pr == ReasonMesgTooBig || pr == ReasonFiltered {
 			return stReason
 		}
 	}
 	if diagType == "x-unix" && !strings.Contains(lower, "quota") {
 		return ReasonMailerError
 	}
-	if stReason != "" && stReason != ReasonDelivered && matchesReason(lower, stReason) {
+	if stReason != "" && stReason != ReasonDelivered && hits.has(stReason) {
 		// The words confirm what the code says.
 		if !(stReason == ReasonUserUnknown && cmd == "MAIL") {
 			return stReason
@@ -492,7 +493,7 @@ func decideReason(lower, st, cmd, diagType, action string, remoteReply bool) Rea
 	if diagType == "x-unix" && !strings.Contains(lower, "quota") {
 		return ReasonMailerError
 	}
-	pr := phraseReason(lower)
+	pr := hits.first()
 	if pr == ReasonUserUnknown && domainDoesNotExist(lower) {
 		pr = ReasonHostUnknown // "neko.example.com does not exist"
 	}

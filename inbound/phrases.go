@@ -357,17 +357,52 @@ func rhostReason(addr, remote, lower string) Reason {
 	return ""
 }
 
-// decisiveReason returns the reason of a decisive rule whose phrase
-// appears in lower, or "".
-func decisiveReason(lower string) Reason {
-	for _, rule := range decisiveRules {
+
+// phraseHits records which rules of phraseRules match one text, so that
+// the text is scanned once however many questions are asked of it.
+type phraseHits []bool
+
+func matchRules(lower string) phraseHits {
+	h := make(phraseHits, len(phraseRules))
+	for i, rule := range phraseRules {
 		for _, p := range rule.phrases {
 			if containsPhrase(lower, p) {
-				return rule.reason
+				h[i] = true
+				break
 			}
 		}
 	}
+	return h
+}
+
+// first is the reason of the first matching rule, or "".
+func (h phraseHits) first() Reason {
+	for i, ok := range h {
+		if ok {
+			return phraseRules[i].reason
+		}
+	}
 	return ""
+}
+
+// decisive is the reason of the first matching decisive rule, or "".
+func (h phraseHits) decisive() Reason {
+	for i := range decisiveRules {
+		if h[i] {
+			return phraseRules[i].reason
+		}
+	}
+	return ""
+}
+
+// has reports whether a rule of reason r matches.
+func (h phraseHits) has(r Reason) bool {
+	for i, ok := range h {
+		if ok && phraseRules[i].reason == r {
+			return true
+		}
+	}
+	return false
 }
 
 // phraseReason returns the first reason whose phrases appear in lower.
@@ -382,20 +417,6 @@ func phraseReason(lower string) Reason {
 	return ""
 }
 
-// matchesReason reports whether any phrase of reason r appears in lower.
-func matchesReason(lower string, r Reason) bool {
-	for _, rule := range phraseRules {
-		if rule.reason != r {
-			continue
-		}
-		for _, p := range rule.phrases {
-			if containsPhrase(lower, p) {
-				return true
-			}
-		}
-	}
-	return false
-}
 
 func containsPhrase(s, p string) bool {
 	if !strings.Contains(p, " ... ") {
