@@ -357,7 +357,6 @@ func rhostReason(addr, remote, lower string) Reason {
 	return ""
 }
 
-
 // phraseHits records which rules of phraseRules match one text, so that
 // the text is scanned once however many questions are asked of it.
 type phraseHits []bool
@@ -416,7 +415,6 @@ func phraseReason(lower string) Reason {
 	}
 	return ""
 }
-
 
 func containsPhrase(s, p string) bool {
 	if !strings.Contains(p, " ... ") {
