@@ -76,7 +76,7 @@ var ordinaryRules = []phraseRule{
 		"relay denied", "unable to relay", "not allowed to relay", "relaying is not allowed", "relay prohibited",
 		"we do not relay", "relaying mail to", "no relaying", "not a gateway", "relay not allowed", "relaying prohibited",
 		"not configured to relay", "cannot relay", "relaying disallowed", "in my list of allowed rcpthosts",
-		"relay access", "relaying for", "relaying to",
+		"relay access", "relaying for", "relaying to", "insecure mail relay",
 	}},
 	{ReasonNotAccept, []string{
 		"null mx", "indicated no smtp service", "does not accept mail", "domain does not accept", "accepts no mail",
@@ -185,7 +185,7 @@ var ordinaryRules = []phraseRule{
 		"refused to talk", "rejected your ip", "your host", "dynamic ip", "dial-up", "dialup",
 		"residential", "not accepted from", "administrative prohibition", "connection rejected",
 		"refused connection", "my name was rejected", "client not authorized", "ip blocked",
-		"smtp server of your isp", "relay quota", "weren't sent", "invalid helo", "helo command rejected", "bad helo",
+		"smtp server of your isp", "relay quota", "open relay", "weren't sent", "invalid helo", "helo command rejected", "bad helo",
 		"service refused", "invalid ip for sending", "client host blocked",
 	}},
 	{ReasonSyntaxError, []string{

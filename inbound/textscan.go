@@ -130,6 +130,7 @@ func (m *msgView) scanText() {
 		addr   string
 		end    int // offset after the address in its line
 		strong bool
+		reply  bool // the line starts with a reply code: "554 <addr>... why"
 	}
 	var strong, weak, own []hit
 	from := lowerASCII(headerAddr(m.t.header.Get("From")))
@@ -149,16 +150,17 @@ func (m *msgView) scanText() {
 				// recipient only when nothing else is (a bounce of mail
 				// sent to oneself).
 				if s && strings.TrimSpace(line[:a.start]) == "" || s && strings.HasPrefix(strings.TrimSpace(line[:a.start]), "<") && strings.TrimSpace(line[:a.start]) == "<" {
-					own = append(own, hit{i, addr, a.end, true})
+					own = append(own, hit{i, addr, a.end, true, false})
 				}
 				continue
 			}
+			pre := strings.TrimLeft(strings.TrimRight(lowerASCII(line[:a.start]), " \t<\"'("), " \t")
 			if s {
-				strong = append(strong, hit{i, addr, a.end, true})
+				strong = append(strong, hit{i, addr, a.end, true, isReplyPrefix(pre)})
 				break
 			}
 			if w {
-				weak = append(weak, hit{i, addr, a.end, false})
+				weak = append(weak, hit{i, addr, a.end, false, false})
 				break
 			}
 		}
@@ -189,10 +191,37 @@ func (m *msgView) scanText() {
 		}
 		first := lines[h.line]
 		rest := strings.TrimLeft(first[min(h.end, len(first)):], ">:.;, \t")
-		body := append([]string{rest}, lines[h.line+1:end]...)
+		var body []string
+		if h.reply {
+			// A sendmail transcript: "<<< reply" lines, then the
+			// recipient's own "554 <addr>... summary" line. The lines that
+			// belong to this recipient are the transcript lines above it
+			// (since the previous recipient or "While talking to"), and
+			// its own line.
+			from := 0
+			if k > 0 {
+				from = blocks[k-1].line + 1
+			}
+			var above []string
+			for i := h.line - 1; i >= from; i-- {
+				t := strings.TrimSpace(lines[i])
+				if !strings.HasPrefix(t, "<<<") && !strings.HasPrefix(t, ">>>") && !(len(t) > 3 && findReply(t[:4]) > 0) {
+					break
+				}
+				above = append([]string{t}, above...)
+			}
+			body = append(above, rest)
+			end = h.line + 1
+			for end < len(lines) && end < h.line+20 && strings.HasPrefix(lines[end], " ") && strings.TrimSpace(lines[end]) != "" {
+				end++ // indented continuation lines
+			}
+			body = append(body, lines[h.line+1:end]...)
+		} else {
+			body = append([]string{rest}, lines[h.line+1:end]...)
+		}
 		kept := cutBoilerplate(body)
 		diag := squash(strings.Join(kept, " "))
-		ctx := squash(first + " " + strings.Join(kept[1:], " "))
+		ctx := squash(first + " " + strings.Join(kept, " "))
 		key := lowerASCII(h.addr)
 		if j, ok := idx[key]; ok {
 			if diag != "" && !strings.Contains(m.textBlocks[j].diag, diag) {
