@@ -236,6 +236,15 @@ func readHeader(lr *lineReader) header {
 				lr.unread(line)
 				return h
 			}
+			// A field ending in ';' continued on an unindented line
+			// (Verizon's and James's "Content-Type: ...;\nboundary=..."):
+			// the line is its continuation.
+			if last := &h[len(h)-1]; strings.HasSuffix(last.Value, ";") && bytes.IndexByte(line, '=') > 0 {
+				if size <= maxHeaderBytes {
+					last.Value += " " + strings.TrimSpace(string(line))
+				}
+				continue
+			}
 			// A stray line inside a header (seen in broken bounces) is
 			// skipped unless it looks like the start of a body.
 			if looksLikeBody(line) {

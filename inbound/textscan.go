@@ -503,6 +503,14 @@ func (m *msgView) headBefore(addr string) string {
 	if len(head) > 2000 {
 		head = head[len(head)-2000:]
 	}
+	// Up to the MTA's summary of the message ("Message details: ...
+	// MAIL FROM: ..."), which names no error.
+	lines := strings.Split(head, "\n")
+	for j, l := range lines {
+		if strings.HasPrefix(lowerASCII(strings.TrimSpace(l)), "message details:") {
+			return squash(strings.Join(lines[:j], " "))
+		}
+	}
 	return squash(head)
 }
 
