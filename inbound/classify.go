@@ -71,7 +71,11 @@ func (m *msgView) classify() {
 			return
 		}
 		if m.res.Kind == "" {
-			m.unparsed(UnparsedBounceNoRecipient, "the message reads as a bounce, but names no recipient that could be found")
+			if len(m.statuses) > 0 {
+				m.unparsed(UnparsedDSNEmpty, "the delivery-status part names no recipient, and neither does the text")
+			} else {
+				m.unparsed(UnparsedBounceNoRecipient, "the message reads as a bounce, but names no recipient that could be found")
+			}
 		}
 		return
 	}

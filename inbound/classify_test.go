@@ -485,6 +485,11 @@ Content-Type: text/plain
 				t.Fatalf("got %s %+v", r.Kind, r.Response)
 			}
 		}},
+		{"dsn without recipients", msg("From: MAILER-DAEMON@mx.example\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\nContent-Type: text/plain\n\nSorry.\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example\n\n--b--\n"), func(t *testing.T, r *Result) {
+			if r.Kind != KindResponse || r.Response.Reason != UnparsedDSNEmpty {
+				t.Fatalf("got %s %+v", r.Kind, r.Response)
+			}
+		}},
 		{"empty", "", func(t *testing.T, r *Result) {
 			if r.Kind != KindResponse || r.Response.Kind != ResponseReply {
 				t.Fatalf("got %s %+v", r.Kind, r.Response)
