@@ -33,21 +33,32 @@
 // What is tried, in order: an ARF report part (or ARF fields written in
 // the text); RFC 3464 delivery-status parts; report attachments (gzip,
 // zip or plain XML, told by their magic numbers rather than their names,
-// or an XML or JSON body); Amazon SES notifications (JSON, also wrapped in
-// SNS); plain-text DMARC failure reports (Exim's); Microsoft's JMRP
-// complaints; unsubscribe requests; then, when enough signs say bounce
-// (a daemon sender, a bounce subject, X-Failed-Recipients, an MTA's
-// wording), the bounce's text; the rest is a response.
+// or an XML or JSON body), when the subject, the sender, the RFC 7489 file
+// name or the content says it is a report (a person's zip of photos is
+// not); Amazon SES notifications (JSON, also wrapped in SNS, also cut
+// short); plain-text DMARC failure reports (Exim's); Microsoft's JMRP
+// complaints; unsubscribe requests (Apple Mail's, or a subject of just
+// "unsubscribe": an opt-out complaint); then, when enough signs say
+// bounce (a daemon sender, a bounce subject, X-Failed-Recipients, an
+// MTA's wording, and no vacation or challenge wording), the bounce's
+// text; the rest is a response: an auto-reply (RFC 3834 Auto-Submitted,
+// X-Autoreply and its kin, Precedence, List-Id, vacation and
+// out-of-office subjects in several languages, challenge-response
+// wording) or a reply.
 //
 // A bounce without a delivery-status part, and a delivery-status part
 // whose diagnostic is short or cut at its first line, is read from the
 // human-readable text: the recipients are the addresses that stand where
 // MTAs put them (alone on a line, after "RCPT TO:", ">>>", a reply code,
-// or words like "delivery to"), never the bounce's own sender or
-// recipient or the returned message's sender; each recipient's text runs
-// to the next one, without the MTA's stock sentences; the returned message
-// starts at a marker line ("--- Below this line is a copy of the
-// message.", "----- Original message -----", ...). X-Failed-Recipients
+// or words like "delivery to"), and not the bounce's own sender or
+// recipient or the returned message's sender unless nothing else is
+// named; each recipient's text runs to the next one, without the MTA's
+// stock sentences (in a sendmail transcript, a "554 <addr>... why" line
+// owns the "<<<" reply lines above it); when it is empty, the words just
+// above the address are taken (Lotus Notes says why before who); the
+// returned message starts at a marker line ("--- Below this line is a
+// copy of the message.", "----- Original message -----", ...). A bounce
+// forwarded by a person ("> " quoted) is unquoted first. X-Failed-Recipients
 // (Exim) lists the recipients when present; with no recipient named, the
 // returned message's To is taken.
 //
@@ -67,13 +78,14 @@
 //
 // The reason comes from, in order: a few decisive phrases (classified as
 // spam, not RFC 5322 compliant, a blocklist's name); a status code that
-// says it all (x.2.2 mailbox full, x.2.3, x.1.6, x.1.10, x.7.1x-x.7.30
-// authentication and TLS codes); the words confirming what the code
-// says; x-unix diagnostics (a local delivery program failed); the words
-// of the reply (about 600 phrases in 30 groups, matched on the lowercased
-// text with addresses and URL paths removed, most specific group first);
-// the code alone; the context (delayed: expired; refused at HELO:
-// blocked). A few receiving providers mean specific things by vague words
+// says it all (x.2.2 mailbox full, x.2.3, x.1.6, x.1.10 and 5.7.27,
+// x.7.13, x.7.20 to x.7.26 and x.7.29 authentication, x.7.25 reverse
+// DNS, x.7.30 TLS) unless the words say something more specific; the
+// words confirming what the code says; x-unix diagnostics (a local
+// delivery program failed); the words of the reply (720 phrases in 35
+// groups, matched on the lowercased text with addresses and URL paths
+// removed, most specific group first); the code alone; the context
+// (delayed: expired; refused at HELO: blocked). A few receiving providers mean specific things by vague words
 // (KDDI, Orange, Microsoft, MessageLabs): rhostRules. The SMTP command
 // the failure answered (RCPT, DATA, MAIL, HELO, CONN) shapes the reason:
 // "user unknown" after DATA is a filter's refusal, "no such domain" at
