@@ -103,10 +103,11 @@
 //	notaccept    the domain accepts no mail (null MX, RFC 7505: 5.1.10, 5.7.27)
 //
 // Everything else is Soft: the address may work later, or with other
-// content or another sending IP. That includes mailboxfull (5.2.2, also
-// as 5.x), exceedlimit and mesgtoobig (5.2.3, 5.3.4), suspend (disabled
-// or locked accounts, 5.2.1 "disabled": they are often re-enabled),
-// filtered (refused after DATA, or by the recipient's rules), every
+// content or another sending IP. That includes mailboxfull (x.2.2, even
+// when a 5xx says it), exceedlimit and mesgtoobig (5.2.3, 5.3.4), suspend
+// (disabled, suspended or locked accounts, 5.7.13: they are often
+// re-enabled), filtered (5.2.0, 5.2.1; refused after DATA, or by the
+// recipient's rules), every
 // policy, reputation, authentication, content and security refusal
 // (5.7.x: rejected, blocked, requireptr, badreputation, authfailure,
 // spamdetected, virusdetected, policyviolation, contenterror,
@@ -125,7 +126,11 @@
 // code or x.0.0, 5.2.x, 5.7.x; no command named; or after DATA) is read as
 // filtered: content filters often answer "user unknown", and a wrong
 // suppression costs an address for good while a missed one costs another
-// try. Sisimai draws the line in the same place.
+// try. Sisimai draws the line in the same place. Where this package
+// parts from Sisimai on purpose: a 4xx "user unknown" is Soft (Sisimai:
+// hard), an "Action: delayed" DSN keeps the DSN's own 4.x.x status and is
+// KindDelayed (Sisimai reads some as failed with 5.0.947), and an
+// auth-failure ARF report is a DMARC failure report (Sisimai: feedback).
 //
 // # Where the rules come from
 //
