@@ -147,7 +147,7 @@ func (m *msgView) finishFeedback(f *Feedback) {
 // feedbackInText parses ARF fields written in a text part (some
 // providers send the report as text/plain).
 func (m *msgView) feedbackInText() *Feedback {
-	lower := lowerASCII(m.text)
+	lower := m.lowerText
 	i := strings.Index(lower, "feedback-type:")
 	if i < 0 || (i > 0 && lower[i-1] != '\n') {
 		return nil
@@ -170,12 +170,12 @@ func (m *msgView) inlineFeedback() bool {
 // ARF part (Exim's "DMARC Forensic Report"): the sender domain and IP and
 // the alignment results, with the headers of the failed message after.
 func (m *msgView) textForensic() bool {
-	lower := lowerASCII(m.text)
+	lower := m.lowerText
 	if !strings.Contains(lower, "failed the published dmarc policy") {
 		return false
 	}
 	f := &Feedback{FeedbackType: "auth-failure", AuthFailure: "dmarc"}
-	for _, line := range strings.Split(m.text, "\n") {
+	for _, line := range m.textLines {
 		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok {
 			continue
@@ -231,7 +231,7 @@ func (m *msgView) jmrp() bool {
 // "unsubscribe") as an opt-out complaint: the address wants no more mail.
 func (m *msgView) unsubscribe() bool {
 	subj := lowerASCII(strings.TrimSpace(m.res.Subject))
-	if subj != "unsubscribe" && !strings.Contains(lowerASCII(m.text), "sent this email to unsubscribe") {
+	if subj != "unsubscribe" && !strings.Contains(m.lowerText, "sent this email to unsubscribe") {
 		return false
 	}
 	from := headerAddr(m.t.header.Get("From"))

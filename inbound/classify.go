@@ -19,6 +19,8 @@ type msgView struct {
 	reports   []*entity // candidate report attachments
 
 	text       string // the readable text before the returned message
+	lowerText  string // text, lowercased (ASCII): offsets hold in text
+	textLines  []string
 	afterText  string // the readable text from the returned message on
 	textBlocks []textRecipient
 	scanned    bool
@@ -173,6 +175,8 @@ func (m *msgView) splitText() {
 	} else {
 		m.text = all
 	}
+	m.lowerText = lowerASCII(m.text)
+	m.textLines = strings.Split(m.text, "\n")
 }
 
 // unquote removes one level of "> " quoting from a text whose lines are
@@ -402,7 +406,11 @@ func genericDiag(d string) bool {
 
 // fill completes a recipient from its status field, its diagnostic and
 // the diagnostic's type: status, reply code, command, reason, verdict.
+// maxDiag bounds the text a recipient's reason is read from.
+const maxDiag = 4 << 10
+
 func fill(r *Recipient, statusField, diag, diagType, context string) {
+	diag, context = clip(diag, maxDiag), clip(context, maxDiag)
 	r.Diagnostic = clip(diag, 1000)
 	lower := lowerASCII(diag)
 	r.ReplyCode = findReply(diag)

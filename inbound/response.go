@@ -24,7 +24,7 @@ var challengeWords = []string{
 func autoReplyKind(m *msgView) string {
 	h := m.t.header
 	subj := lowerASCII(m.res.Subject)
-	body := lowerASCII(clip(m.text, 8192))
+	body := clip(m.lowerText, 8192)
 	for _, w := range challengeWords {
 		if strings.Contains(body, w) || strings.Contains(subj, w) {
 			return "challenge"

@@ -11,6 +11,7 @@ type textRecipient struct {
 	diag   string
 	ctx    string   // the whole block, with the line that names the address
 	lines  []string // the block's lines as written
+	line   int      // where in the text the address is first named
 	remote string
 	strong bool
 }
@@ -88,7 +89,13 @@ func recipientLine(line string, a addrAt) (strong, weak bool) {
 		return false, true
 	}
 	if strings.HasSuffix(pre, ":") && !strings.HasSuffix(pre, "from:") && !strings.HasSuffix(pre, "sender:") && !strings.HasSuffix(pre, "reply-to:") && !strings.HasSuffix(pre, "cc:") {
-		return true, false
+		// "Delivery failed 20 attempts: addr", "Recipient address: addr";
+		// but a lone header name ("Message-Id:", "References:") is a
+		// copy of the returned message's header, never a recipient.
+		if name := strings.TrimSuffix(pre, ":"); strings.ContainsAny(name, " \t") || recipientWord(name) {
+			return true, false
+		}
+		return false, false
 	}
 	for _, p := range strongPrefixes {
 		if strings.HasSuffix(pre, p) && (len(pre) == len(p) || !isWordByte(pre[len(pre)-len(p)-1]) || !isWordByte(p[0])) {
@@ -99,6 +106,16 @@ func recipientLine(line string, a addrAt) (strong, weak bool) {
 		return false, true
 	}
 	return false, false
+}
+
+// recipientWord reports whether a field name introduces a recipient.
+func recipientWord(name string) bool {
+	for _, w := range []string{"recipient", "rcpt", "address", "user", "mailbox", "envelope-to", "delivered-to", "destinat", "empf"} {
+		if strings.Contains(name, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // isReplyPrefix reports whether s is a bare SMTP reply code, perhaps with
@@ -124,7 +141,7 @@ func (m *msgView) scanText() {
 	}
 	m.scanned = true
 	ex := m.excluded()
-	lines := strings.Split(m.text, "\n")
+	lines := m.textLines
 	type hit struct {
 		line   int
 		addr   string
@@ -220,8 +237,11 @@ func (m *msgView) scanText() {
 			body = append([]string{rest}, lines[h.line+1:end]...)
 		}
 		kept := cutBoilerplate(body)
-		diag := squash(strings.Join(kept, " "))
-		ctx := squash(first + " " + strings.Join(kept, " "))
+		if len(kept) > 40 {
+			kept = kept[:40] // a recipient's words are a few lines, not pages
+		}
+		diag := clip(squash(strings.Join(kept, " ")), maxDiag)
+		ctx := clip(squash(first+" "+strings.Join(kept, " ")), maxDiag)
 		key := lowerASCII(h.addr)
 		if j, ok := idx[key]; ok {
 			if diag != "" && !strings.Contains(m.textBlocks[j].diag, diag) {
@@ -234,7 +254,7 @@ func (m *msgView) scanText() {
 			break
 		}
 		idx[key] = len(m.textBlocks)
-		m.textBlocks = append(m.textBlocks, textRecipient{addr: h.addr, diag: diag, ctx: ctx, lines: kept, remote: remoteHost(diag), strong: h.strong})
+		m.textBlocks = append(m.textBlocks, textRecipient{addr: h.addr, diag: diag, ctx: ctx, lines: kept, line: h.line, remote: remoteHost(diag), strong: h.strong})
 	}
 }
 
@@ -313,7 +333,7 @@ func (m *msgView) blockFor(addrs ...string) *textRecipient {
 // status code, for a report whose status part gives no diagnostic.
 func (m *msgView) summaryDiag() string {
 	var out []string
-	for _, l := range strings.Split(m.text, "\n") {
+	for _, l := range m.textLines {
 		if findReply(l) > 0 || findStatus(l) != "" {
 			out = append(out, l)
 		}
@@ -379,7 +399,7 @@ func (m *msgView) looksLikeBounce() bool {
 			break
 		}
 	}
-	lower := lowerASCII(m.text)
+	lower := m.lowerText
 	for _, w := range bounceMarkers {
 		if strings.Contains(lower, w) {
 			score += 2
@@ -408,7 +428,7 @@ var delayWords = []string{
 // textBounce reads a bounce that has no delivery-status part: DSN fields
 // written into its text, else the recipients its text names.
 func (m *msgView) textBounce() bool {
-	lower := lowerASCII(m.text)
+	lower := m.lowerText
 	if strings.Contains(lower, "final-recipient:") || strings.Contains(lower, "original-recipient:") {
 		f := parseDSN([]byte(m.text), m.o.MaxRecipients)
 		if len(f.recipients) > 0 {
@@ -426,9 +446,9 @@ func (m *msgView) textBounce() bool {
 		var out []textRecipient
 		for _, a := range failed {
 			if b := m.blockFor(a); b != nil && (len(failed) > 1 || sameAddr(b.addr, a)) {
-				out = append(out, textRecipient{addr: a, diag: b.diag, ctx: b.ctx, remote: b.remote})
+				out = append(out, textRecipient{addr: a, diag: b.diag, ctx: b.ctx, lines: b.lines, line: b.line, remote: b.remote})
 			} else {
-				out = append(out, textRecipient{addr: a, diag: m.bodyDiag()})
+				out = append(out, textRecipient{addr: a, diag: m.bodyDiag(), line: -1})
 			}
 		}
 		blocks = out
@@ -436,7 +456,7 @@ func (m *msgView) textBounce() bool {
 	fallback := false
 	if len(blocks) == 0 && m.res.Original != nil {
 		if to := headerAddr(m.res.Original.To); to != "" && !daemonLocal(to) {
-			blocks = []textRecipient{{addr: to, diag: m.bodyDiag()}}
+			blocks = []textRecipient{{addr: to, diag: m.bodyDiag(), line: -1}}
 			fallback = true
 		}
 	}
@@ -457,13 +477,17 @@ func (m *msgView) textBounce() bool {
 	// Google Groups answers a sender who may not post to a group with a
 	// bounce in the sender's language; what it means is always the same.
 	groups := strings.Contains(lower, "groups.google.com") && strings.Contains(lowerASCII(m.t.header.Get("From")), "google")
+	// What the text says before it names the first recipient (computed
+	// once: it is the same preamble for all).
+	var head string
+	headDone := false
 	for _, b := range blocks {
 		r := Recipient{Address: b.addr, Action: action, RemoteMTA: b.remote}
 		diag := b.diag
 		if diag == "" {
 			// Nothing after the address: the words are before it (Lotus
 			// Notes), or there are none.
-			diag = m.paragraphBefore(b.addr)
+			diag = m.paragraphBefore(b)
 			if diag == "" && len(b.lines) == 0 {
 				diag = m.bodyDiag()
 			}
@@ -471,7 +495,13 @@ func (m *msgView) textBounce() bool {
 		fill(&r, "", diag, "", b.ctx)
 		if (r.Reason == ReasonOnHold || r.Reason == ReasonUndefined) && len(b.lines) > 0 {
 			// Some MTAs say why before they say who.
-			if head := m.headBefore(b.addr); phraseReason(matchText(head)) != "" {
+			if !headDone {
+				headDone = true
+				if h := m.headBefore(blocks[0].addr); phraseReason(matchText(h)) != "" {
+					head = h
+				}
+			}
+			if head != "" {
 				fill(&r, "", squash(diag+" "+head), "", b.ctx+" "+head)
 			}
 		}
@@ -495,7 +525,7 @@ func (m *msgView) textBounce() bool {
 // headBefore returns the text before the first line that names addr,
 // without the MTA's greeting lines (at most 2000 bytes).
 func (m *msgView) headBefore(addr string) string {
-	i := strings.Index(lowerASCII(m.text), lowerASCII(addr))
+	i := strings.Index(m.lowerText, lowerASCII(addr))
 	if i < 0 {
 		return ""
 	}
@@ -514,25 +544,24 @@ func (m *msgView) headBefore(addr string) string {
 	return squash(head)
 }
 
-// paragraphBefore returns the non-blank lines right above the first line
-// that names addr.
-func (m *msgView) paragraphBefore(addr string) string {
-	lines := strings.Split(m.text, "\n")
-	for i, l := range lines {
-		if !strings.Contains(lowerASCII(l), lowerASCII(addr)) {
-			continue
-		}
-		j := i
-		for j > 0 && strings.TrimSpace(lines[j-1]) != "" && i-j < 5 {
-			j--
-		}
-		p := squash(strings.Join(lines[j:i+1], " "))
-		if strings.Trim(strings.ReplaceAll(matchText(p), "<address>", ""), " *-•:;,.()<>") == "" {
-			return "" // only the address itself
-		}
-		return p
+// paragraphBefore returns the line that names a recipient with the
+// non-blank lines right above it, or "" when that says nothing but the
+// address.
+func (m *msgView) paragraphBefore(b textRecipient) string {
+	lines := m.textLines
+	i := b.line
+	if i < 0 || i >= len(lines) {
+		return ""
 	}
-	return ""
+	j := i
+	for j > 0 && strings.TrimSpace(lines[j-1]) != "" && i-j < 5 {
+		j--
+	}
+	p := squash(strings.Join(lines[j:i+1], " "))
+	if strings.Trim(strings.ReplaceAll(matchText(p), "<address>", ""), " *-•:;,.()<>") == "" {
+		return "" // only the address itself
+	}
+	return p
 }
 
 // bodyDiag is the text of a bounce squashed to one line, for a
