@@ -2,6 +2,7 @@ package inbound
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,4 +61,24 @@ func BenchmarkAggregateLarge(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(2286*b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// BenchmarkManyRecipients classifies a 290 KB text bounce naming 3,000
+// recipients (1,000 are read, MaxRecipients) followed by 5,000 lines
+// that look like replies: the work per message stays linear in its size.
+func BenchmarkManyRecipients(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("From: MAILER-DAEMON@x.example\r\nSubject: failure notice\r\n\r\nHi. This is the qmail-send program at x.\r\n")
+	for i := 0; i < 3000; i++ {
+		fmt.Fprintf(&sb, "<user%d@rcpt.example>:\r\n\r\n", i)
+	}
+	sb.WriteString(strings.Repeat("blah blah user@x.example 550 5.1.1 stuff\r\n", 5000))
+	in := sb.String()
+	b.SetBytes(int64(len(in)))
+	for i := 0; i < b.N; i++ {
+		r, err := Classify(strings.NewReader(in), Envelope{})
+		if err != nil || len(r.Recipients) != 1000 || !strings.Contains(strings.Join(r.Limits, ","), "recipients") {
+			b.Fatalf("%v %d %v", err, len(r.Recipients), r.Limits)
+		}
+	}
 }

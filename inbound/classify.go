@@ -24,6 +24,7 @@ type msgView struct {
 	afterText  string // the readable text from the returned message on
 	textBlocks []textRecipient
 	scanned    bool
+	rcptCapped bool // more recipients were named than MaxRecipients
 }
 
 func (m *msgView) classify() {

@@ -61,7 +61,7 @@ type Result struct {
 	// only its first MaxBytes were read (and the rest left unread).
 	Truncated bool
 	// Limits lists the other bounds that cut what was read ("depth",
-	// "parts", "recipients", "records", "report-size"), if any.
+	// "parts", "recipients", "records"), if any.
 	Limits []string
 }
 

@@ -251,6 +251,7 @@ func (m *msgView) scanText() {
 			continue
 		}
 		if len(m.textBlocks) >= m.o.MaxRecipients {
+			m.rcptCapped = true
 			break
 		}
 		idx[key] = len(m.textBlocks)
@@ -518,6 +519,9 @@ func (m *msgView) textBounce() bool {
 		m.res.Kind = KindDelayed
 	} else {
 		m.res.Kind = KindBounce
+	}
+	if m.rcptCapped {
+		m.res.Limits = append(m.res.Limits, "recipients")
 	}
 	return true
 }
