@@ -257,7 +257,36 @@ func (m *msgView) original() *Original {
 	}
 	o.Excerpt = append([]byte(nil), ex...)
 	o.ExcerptTruncated = truncated
+	if !headersOnly {
+		o.Text = originalText(raw, m.o)
+	}
 	return o
+}
+
+// originalText decodes the text parts of a returned message (transfer
+// encoding and charset undone, HTML kept as source so its links can be
+// read), at most MaxExcerptBytes of them.
+func originalText(raw []byte, o *Options) string {
+	sub := *o
+	sub.MaxKeptBytes = int64(2 * o.MaxExcerptBytes)
+	sub.MaxTextBytes = o.MaxExcerptBytes
+	sub.MaxParts = min(o.MaxParts, 32)
+	w := &walker{o: &sub, lr: newLineReader(bytes.NewReader(raw)), t: &tree{}}
+	w.readTree()
+	var b strings.Builder
+	for _, e := range w.t.parts {
+		if !strings.HasPrefix(e.mediaType, "text/") || e.header.Has("X-Inbound-Preamble") {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(toUTF8(e.body, e.params["charset"]))
+		if b.Len() >= o.MaxExcerptBytes {
+			break
+		}
+	}
+	return clip(b.String(), o.MaxExcerptBytes)
 }
 
 // dsn reads the delivery-status parts.

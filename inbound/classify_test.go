@@ -55,8 +55,11 @@ Message-ID: <copy-42@relay.example>
 From: Shop <news@shop.example>
 To: gone@rcpt.example
 Subject: =?utf-8?q?Caf=C3=A9_news?=
+Content-Type: text/html; charset=utf-8
+Content-Transfer-Encoding: quoted-printable
 
-Hello https://click.relay.example/t0ken/path
+<a href=3D"https://click.relay.example/t0ken/pa=
+th">Caf=C3=A9</a>
 --B--
 `
 
@@ -341,7 +344,8 @@ func TestClassify(t *testing.T) {
 				t.Fatalf("got %s %+v\nwant %+v", r.Kind, r.Recipients, want)
 			}
 			o := r.Original
-			if o == nil || o.MessageID != "<copy-42@relay.example>" || o.Subject != "Café news" || o.To != "gone@rcpt.example" || !bytes.Contains(o.Excerpt, []byte("t0ken/path")) {
+			if o == nil || o.MessageID != "<copy-42@relay.example>" || o.Subject != "Café news" || o.To != "gone@rcpt.example" ||
+				!bytes.Contains(o.Excerpt, []byte("t0ken/pa=")) || !strings.Contains(o.Text, `href="https://click.relay.example/t0ken/path">Café`) {
 				t.Fatalf("original %+v", o)
 			}
 			if r.VERP != "bounce+AbC123@b.relay.example" {

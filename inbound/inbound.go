@@ -103,6 +103,10 @@ type Original struct {
 	// tracked-link tokens; ExcerptTruncated says the message was longer.
 	Excerpt          []byte
 	ExcerptTruncated bool
+	// Text is the returned message's text parts decoded (quoted-printable
+	// and base64 undone, charsets made UTF-8, HTML kept as source), at
+	// most MaxExcerptBytes: where a tracked link's token reads whole.
+	Text string
 	// HeadersOnly is set when only the header came back
 	// (text/rfc822-headers or a header-only copy).
 	HeadersOnly bool
