@@ -6,7 +6,7 @@ import "strings"
 var autoSubjects = []string{
 	"out of office", "out of the office", "out-of-office", "automatic reply", "auto reply", "autoreply", "auto-reply",
 	"autoresponse", "auto response", "autorespons", "auto-response", "vacation", "away from", "away until", "on leave",
-	"abwesenheit", "absence", "absent", "réponse automatique", "respuesta automática", "risposta automatica",
+	"abwesenheit", "absence", "réponse automatique", "respuesta automática", "risposta automatica",
 	"automatisch antwoord", "fuera de la oficina", "ausser haus", "außer haus", "abwesend", "i am away", "i'm away",
 	"i am out", "currently out", "on holiday", "auto:", "autosvar", "automaattinen vastaus", "自動応答", "不在",
 }
@@ -14,8 +14,8 @@ var autoSubjects = []string{
 // challengeWords are words of challenge-response systems.
 var challengeWords = []string{
 	"please confirm your message", "verify your email", "confirm that you are a human", "challenge-response",
-	"spam protection", "to have your message delivered", "please click the link below to confirm",
-	"awaiting your confirmation", "i use a spam filter", "sender verification", "boxbe", "mailinblack",
+	"to have your message delivered", "please click the link below to confirm",
+	"awaiting your confirmation", "i use a spam filter", "boxbe", "mailinblack",
 }
 
 // autoReplyKind returns what kind of automatic reply a message is ("" if
@@ -35,8 +35,7 @@ func autoReplyKind(m *msgView) string {
 			return "vacation"
 		}
 	}
-	if h.Has("X-Autoreply") || h.Has("X-Autorespond") || h.Has("X-Autoresponder") || h.Has("X-Vacation") ||
-		h.Has("X-Mail-Autoreply") || strings.EqualFold(strings.TrimSpace(h.Get("X-Auto-Response-Suppress")), "All") && strings.HasPrefix(subj, "re:") {
+	if h.Has("X-Autoreply") || h.Has("X-Autorespond") || h.Has("X-Autoresponder") || h.Has("X-Vacation") || h.Has("X-Mail-Autoreply") {
 		return "vacation"
 	}
 	as := lowerASCII(strings.TrimSpace(h.Get("Auto-Submitted")))
