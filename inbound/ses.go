@@ -218,6 +218,10 @@ func (m *msgView) ses() bool {
 			f.Reporter = firstNonEmpty(n.userAgent, "amazonses.com")
 		}
 	case "delivery":
+		if len(n.deliveryRecipients) == 0 {
+			m.unparsed(UnparsedBounceNoRecipient, "an Amazon SES delivery notification without recipients")
+			return true
+		}
 		for _, a := range n.deliveryRecipients {
 			r := Recipient{Address: a, Action: "delivered", RemoteMTA: n.reportingMTA}
 			fill(&r, findStatus(n.smtpResponse), n.smtpResponse, "", "")
