@@ -149,6 +149,9 @@
 // Result.VERP is the first RCPT TO address of the form local+token@domain
 // (SplitVERP splits one; authenticating the token is the caller's job).
 // Result.Original holds the returned message's Message-ID, From, To,
-// Subject, its header fields and the start of its raw text (Excerpt), where
-// tracked links' tokens can be searched.
+// Subject and header fields, the start of it as it came back (Excerpt),
+// and its text parts decoded (Text: quoted-printable soft line breaks and
+// base64 undone, so a tracked link's token reads whole). For a complaint,
+// Feedback.Recipient and Original-Mail-From name the copy too; for an
+// Amazon SES notice, Original carries SES's message id and destination.
 package inbound
