@@ -39,6 +39,9 @@ func (m *msgView) classify() {
 		case reportCandidate(e):
 			m.reports = append(m.reports, e)
 		case strings.HasPrefix(e.mediaType, "text/"):
+			if strings.HasPrefix(lowerASCII(strings.TrimSpace(e.header.Get("Content-Disposition"))), "attachment") && e.filename != "" {
+				continue // a file someone attached, not what the message says
+			}
 			m.texts = append(m.texts, e)
 		}
 	}
@@ -473,11 +476,12 @@ func fill(r *Recipient, statusField, diag, diagType, context string) {
 			class = '4'
 		}
 	}
-	if st == "" || st[0] == '2' && reason != ReasonDelivered {
-		if st == "" {
-			st = pseudoStatus(reason, class)
-			r.StatusInferred = true
+	if st == "" {
+		st = pseudoStatus(reason, class)
+		if reason == ReasonDelivered || r.Action == "delivered" {
+			st, reason = "2.0.0", ReasonDelivered
 		}
+		r.StatusInferred = true
 	}
 	r.Status = st
 	r.Reason = reason

@@ -426,6 +426,28 @@ var delayWords = []string{
 	"delivery delayed", "(delay)", "will be retried", "not yet been delivered", "will keep trying",
 }
 
+// successNotice reports whether a text bounce-like message is a success
+// notice ("Your message has been successfully delivered to the following
+// recipients") with no word of failure.
+func successNotice(lower, subj string) bool {
+	ok := false
+	for _, w := range []string{"successfully delivered", "delivery has been successful", "was delivered to", "has been delivered to", "delivered successfully", "delivery succeeded", "delivery was successful"} {
+		if strings.Contains(lower, w) || strings.Contains(subj, w) {
+			ok = true
+			break
+		}
+	}
+	if !ok {
+		return false
+	}
+	for _, w := range []string{"fail", "could not", "couldn't", "undeliver", "not delivered", "error", "reject", "unable", "permanent", "delay"} {
+		if strings.Contains(lower, w) || strings.Contains(subj, w) {
+			return false
+		}
+	}
+	return true
+}
+
 // textBounce reads a bounce that has no delivery-status part: DSN fields
 // written into its text, else the recipients its text names.
 func (m *msgView) textBounce() bool {
@@ -475,6 +497,9 @@ func (m *msgView) textBounce() bool {
 	if action == "delayed" && (strings.Contains(lower, "permanent") || strings.Contains(lower, "fatal error") || strings.Contains(lower, "given up") || strings.Contains(lower, "gave up")) {
 		action = "failed"
 	}
+	if action == "failed" && successNotice(lower, subj) {
+		action = "delivered"
+	}
 	// Google Groups answers a sender who may not post to a group with a
 	// bounce in the sender's language; what it means is always the same.
 	groups := strings.Contains(lower, "groups.google.com") && strings.Contains(lowerASCII(m.t.header.Get("From")), "google")
@@ -515,9 +540,12 @@ func (m *msgView) textBounce() bool {
 		}
 		m.res.Recipients = append(m.res.Recipients, r)
 	}
-	if action == "delayed" {
+	switch action {
+	case "delayed":
 		m.res.Kind = KindDelayed
-	} else {
+	case "delivered":
+		m.res.Kind = KindDelivered
+	default:
 		m.res.Kind = KindBounce
 	}
 	if m.rcptCapped {
