@@ -202,7 +202,15 @@ type Delivery struct {
 // Logs configures the event logs.
 type Logs struct {
 	RetentionDays int `toml:"retention_days"`
+	// RetentionDaysByLog keeps some logs a different number of days than
+	// RetentionDays (clicks and opens shorter than deliveries, say), by
+	// log name. An account's own setting wins over both.
+	RetentionDaysByLog map[string]int `toml:"retention_days_by_log"`
 }
+
+// LogNames are the event logs, for logs.retention_days_by_log (the store
+// defines them; this list must match store.Logs, which a test checks).
+var LogNames = []string{"attempts", "deliveries", "failures", "clicks", "opens", "bounces", "responses", "complaints", "dmarc"}
 
 // API is the internal listener: health, metrics and (issue 6) the REST API.
 type API struct {
@@ -758,6 +766,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Logs.RetentionDays < 1 {
 		p.add("logs.retention_days", "must be >= 1")
+	}
+	for name, days := range c.Logs.RetentionDaysByLog {
+		k := "logs.retention_days_by_log." + name
+		switch {
+		case !slices.Contains(LogNames, name):
+			p.add(k, "no such log; the logs are %s", strings.Join(LogNames, ", "))
+		case days < 1:
+			p.add(k, "must be >= 1")
+		}
 	}
 	if _, _, err := net.SplitHostPort(c.API.Addr); err != nil {
 		p.add("api.addr", "%q is not host:port", c.API.Addr)

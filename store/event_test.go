@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/trackrelay/trackrelay/config"
 )
 
 func testEvent(account, log string, id uint64, t time.Time) Event {
@@ -324,5 +326,13 @@ func TestAppendEventsBatchEqualsSingles(t *testing.T) {
 				t.Fatalf("%s tag %s: %d events batched, %d one by one", acct, tag, n1, n2)
 			}
 		}
+	}
+}
+
+// The config file's list of log names (logs.retention_days_by_log) is
+// the store's.
+func TestConfigLogNames(t *testing.T) {
+	if !slices.Equal(config.LogNames, Logs) {
+		t.Fatalf("config.LogNames %v, store.Logs %v", config.LogNames, Logs)
 	}
 }

@@ -651,7 +651,10 @@ func (a *relayApp) retention(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		rt := store.Retention{Default: time.Duration(a.cfg.Logs.RetentionDays) * 24 * time.Hour}
+		rt := store.Retention{Default: time.Duration(a.cfg.Logs.RetentionDays) * 24 * time.Hour, Logs: map[string]time.Duration{}}
+		for log, days := range a.cfg.Logs.RetentionDaysByLog {
+			rt.Logs[log] = time.Duration(days) * 24 * time.Hour
+		}
 		if accts, err := store.List[store.Account](ctx, a.store, store.KindAccount, ""); err == nil {
 			rt = store.RetentionFromAccounts(rt, accts)
 		}
