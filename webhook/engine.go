@@ -219,18 +219,18 @@ func (e *Engine) newClient() *http.Client {
 		},
 	}
 	tr := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           d.DialContext,
-		ForceAttemptHTTP2:     true,
-		TLSClientConfig:       e.cfg.TLS,
-		TLSHandshakeTimeout:   e.cfg.Timeout,
-		ResponseHeaderTimeout: e.cfg.Timeout,
-		ExpectContinueTimeout: time.Second,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   e.cfg.Concurrency,
-		IdleConnTimeout:       90 * time.Second,
+		Proxy:                  nil,
+		DialContext:            d.DialContext,
+		ForceAttemptHTTP2:      true,
+		TLSClientConfig:        e.cfg.TLS,
+		TLSHandshakeTimeout:    e.cfg.Timeout,
+		ResponseHeaderTimeout:  e.cfg.Timeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    e.cfg.Concurrency,
+		IdleConnTimeout:        90 * time.Second,
 		MaxResponseHeaderBytes: 64 << 10,
-		DisableCompression:    true, // answers are bounded in bytes as sent
+		DisableCompression:     true, // answers are bounded in bytes as sent
 	}
 	return &http.Client{
 		Transport:     tr,

@@ -29,7 +29,9 @@ type fakeClock struct {
 	t  time.Time
 }
 
-func newClock() *fakeClock { return &fakeClock{t: time.Now().UTC().Add(time.Hour).Truncate(time.Second)} }
+func newClock() *fakeClock {
+	return &fakeClock{t: time.Now().UTC().Add(time.Hour).Truncate(time.Second)}
+}
 
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
@@ -64,7 +66,7 @@ type receiver struct {
 	mu     sync.Mutex
 	got    []delivery
 	answer func(n int, w http.ResponseWriter, r *http.Request) // n counts from 0; nil: 204
-	active int                                                  // requests being answered now
+	active int                                                 // requests being answered now
 	peak   int
 }
 
