@@ -39,6 +39,7 @@ type Config struct {
 	API             API              `toml:"api"`
 	// Redirector is the public HTTP edge's section; see redirector.go.
 	Redirector Redirector `toml:"redirector"`
+	Webhooks   Webhooks   `toml:"webhooks"` // see webhooks.go
 
 	// BaseDir is the directory relative paths are resolved against: the
 	// config file's own directory when read by Load.
@@ -302,6 +303,7 @@ func (c *Config) SetDefaults() {
 		c.API.Addr = "127.0.0.1:8025"
 	}
 	c.Redirector.SetDefaults()
+	c.Webhooks.SetDefaults()
 }
 
 // Path resolves p against BaseDir. Empty stays empty.
@@ -516,6 +518,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.Redirector.Validate(); err != nil {
+		p = append(p, err)
+	}
+	if err := c.Webhooks.Validate(); err != nil {
 		p = append(p, err)
 	}
 	return errors.Join(p...)
