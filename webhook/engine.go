@@ -122,6 +122,7 @@ type Engine struct {
 	eps     map[string]*endpoint // the records, by id
 	version uint64               // RecordsVersion eps were read at
 	loaded  bool
+	dropped bool // a claim found an endpoint's queue full
 }
 
 // item is one claimed message in memory.
@@ -130,11 +131,12 @@ type item struct {
 	deadline time.Time // the lease ends: sending must be done by then
 }
 
-// epQueue is one endpoint's messages waiting to be sent, and how many
-// workers send them.
+// epQueue is one endpoint's messages waiting to be sent, how many
+// workers send them, and how long its requests take.
 type epQueue struct {
-	items  []*item
-	active int
+	items   []*item
+	active  int
+	latency time.Duration // moving average; 0 until the first request
 }
 
 // endpoint is a Webhook record with what the engine derives from it.
@@ -360,9 +362,15 @@ func (e *Engine) dispatchOnce(ctx context.Context) (time.Duration, error) {
 	for i := range msgs {
 		e.take(ctx, &msgs[i], deadline)
 	}
-	if len(msgs) == limit {
-		return 0, nil
+	e.mu.Lock()
+	dropped := e.dropped
+	e.dropped = false
+	e.mu.Unlock()
+	if len(msgs) == limit && !dropped {
+		return 0, nil // more may be due
 	}
+	// Nothing more is due, or what is due waits for a busy endpoint:
+	// claiming it again at once would only move its lease.
 	return e.cfg.Poll, nil
 }
 
@@ -389,6 +397,11 @@ func (e *Engine) loadEndpoints(ctx context.Context, force bool) error {
 	}
 	e.mu.Lock()
 	e.eps, e.version, e.loaded = eps, v, true
+	for id, q := range e.queues {
+		if eps[id] == nil && q.active == 0 && len(q.items) == 0 {
+			delete(e.queues, id)
+		}
+	}
 	e.mu.Unlock()
 	return nil
 }
@@ -416,10 +429,10 @@ func (e *Engine) take(ctx context.Context, m *store.WebhookMessage, deadline tim
 	}
 	switch {
 	case ep == nil:
-		e.finishUnsent(ctx, m, "endpoint deleted")
+		e.finishUnsent(m, "endpoint deleted")
 		return
 	case ep.rec.Disabled != "":
-		e.finishUnsent(ctx, m, "endpoint disabled: "+ep.rec.Disabled)
+		e.finishUnsent(m, "endpoint disabled: "+ep.rec.Disabled)
 		return
 	case ep.rec.Paused:
 		// It stays pending and comes back when its lease ends.
@@ -432,7 +445,8 @@ func (e *Engine) take(ctx context.Context, m *store.WebhookMessage, deadline tim
 		q = &epQueue{}
 		e.queues[m.Endpoint] = q
 	}
-	if len(q.items) >= e.perEndpointCap() {
+	if !e.fits(q, len(q.items), deadline, e.cfg.Now()) {
+		e.dropped = true
 		return // a slow endpoint: the message waits for its lease to end
 	}
 	it := &item{msg: *m, deadline: deadline}
@@ -448,13 +462,24 @@ func (e *Engine) take(ctx context.Context, m *store.WebhookMessage, deadline tim
 	}
 }
 
-// perEndpointCap bounds the messages one endpoint holds waiting in
-// memory: enough for a fast receiver's next claims, not so many that a
-// slow one's wait outlives the lease.
-func (e *Engine) perEndpointCap() int { return max(claimBatch, 16*e.cfg.Concurrency) }
+// fits reports whether a message at position pos of q's queue would be
+// sent before its lease ends (deadline), at the pace the endpoint's
+// requests take. A fast receiver so holds many, a slow one few: the rest
+// wait in the store for their lease to end, leaving room for others.
+// Until its first answer an endpoint may hold up to MaxInFlight; what it
+// then cannot send in time is let go (paced).
+func (e *Engine) fits(q *epQueue, pos int, deadline, now time.Time) bool {
+	if q.latency <= 0 {
+		return pos < e.cfg.MaxInFlight
+	}
+	wait := time.Duration(pos/e.cfg.Concurrency+1) * q.latency
+	return now.Add(wait + e.cfg.Timeout).Before(deadline)
+}
 
 // finishUnsent ends a message that will not be sent.
-func (e *Engine) finishUnsent(ctx context.Context, m *store.WebhookMessage, reason string) {
+func (e *Engine) finishUnsent(m *store.WebhookMessage, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	a := store.WebhookAttempt{Message: m.ID, Endpoint: m.Endpoint, Time: e.cfg.Now().UTC(), Error: reason}
 	if err := e.cfg.Store.FinishWebhookAttempt(ctx, m.ID, a, store.WebhookFailed, time.Time{}); err != nil {
 		e.log.Error("webhook finish failed", "message", m.ID, "err", err)
@@ -464,15 +489,14 @@ func (e *Engine) finishUnsent(ctx context.Context, m *store.WebhookMessage, reas
 }
 
 // work sends one endpoint's messages, one at a time, until its queue is
-// empty or the engine stops.
+// empty or the engine stops. Each attempt is recorded on a goroutine of
+// its own, so the store's group commit takes many at once and the next
+// request need not wait for the disk.
 func (e *Engine) work(endpointID string, q *epQueue) {
 	for {
 		e.mu.Lock()
 		if len(q.items) == 0 || e.runCtx.Err() != nil {
 			q.active--
-			if q.active == 0 && len(q.items) == 0 {
-				delete(e.queues, endpointID)
-			}
 			if e.runCtx.Err() != nil {
 				// Left to their leases.
 				for _, it := range q.items {
@@ -489,12 +513,54 @@ func (e *Engine) work(endpointID string, q *epQueue) {
 		ep := e.eps[endpointID]
 		late := e.cfg.Now().Add(e.cfg.Timeout).After(it.deadline)
 		e.mu.Unlock()
+		var record func()
 		if !late {
-			e.deliver(ep, it)
+			var sent bool
+			var lat time.Duration
+			record, sent, lat = e.deliver(ep, it)
+			if sent {
+				e.paced(q, lat)
+			}
 		}
-		e.mu.Lock()
-		delete(e.held, it.msg.ID)
-		e.mu.Unlock()
-		e.Kick() // room for more
+		if record == nil {
+			e.release(it)
+			continue
+		}
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			record()
+			e.release(it)
+		}()
 	}
+}
+
+// paced notes a request's latency and lets go of the messages the
+// endpoint cannot send within their lease at that pace.
+func (e *Engine) paced(q *epQueue, lat time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if q.latency == 0 {
+		q.latency = max(lat, time.Microsecond)
+	} else {
+		q.latency = max((q.latency*7+lat)/8, time.Microsecond)
+	}
+	now, c := e.cfg.Now(), len(q.items)
+	for c > 0 && !e.fits(q, c-1, q.items[c-1].deadline, now) {
+		c--
+	}
+	for _, it := range q.items[c:] {
+		delete(e.held, it.msg.ID)
+	}
+	clear(q.items[c:])
+	q.items = q.items[:c]
+}
+
+// release forgets a finished (or dropped) message and wakes the
+// dispatcher: there is room for more.
+func (e *Engine) release(it *item) {
+	e.mu.Lock()
+	delete(e.held, it.msg.ID)
+	e.mu.Unlock()
+	e.Kick()
 }

@@ -199,7 +199,7 @@ func TestScheduleAndFinality(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			te := newTestEnv(t, Config{Policy: testPolicy, Timeout: 500 * time.Millisecond, Lease: 3 * time.Second})
+			te := newTestEnv(t, Config{Policy: testPolicy, Timeout: 2 * time.Second, Lease: 10 * time.Second})
 			rc := newReceiver(t, "")
 			rc.answer = tc.answer
 			ep := te.endpoint(rc.url(), nil)

@@ -62,34 +62,36 @@ func Sign(w *store.Webhook, id string, ts time.Time, body []byte, now time.Time)
 	return strings.Join(sigs, " "), nil
 }
 
-// deliver makes one attempt at it and records it.
-func (e *Engine) deliver(ep *endpoint, it *item) {
+// deliver makes one attempt at it. It returns the function that records
+// the attempt (nil when there is nothing to record) and whether a request
+// was made, with its latency.
+func (e *Engine) deliver(ep *endpoint, it *item) (record func(), sent bool, latency time.Duration) {
 	m := &it.msg
-	// Recording happens even while shutting down: the store outlives us.
-	rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	if ep == nil {
-		e.finishUnsent(rctx, m, "endpoint deleted")
-		return
+		return func() { e.finishUnsent(m, "endpoint deleted") }, false, 0
 	}
 	e.mu.Lock()
 	rec := ep.rec
 	e.mu.Unlock()
 	switch {
 	case rec.Disabled != "":
-		e.finishUnsent(rctx, m, "endpoint disabled: "+rec.Disabled)
-		return
+		return func() { e.finishUnsent(m, "endpoint disabled: "+rec.Disabled) }, false, 0
 	case rec.Paused:
-		return // pending; back when its lease ends
+		return nil, false, 0 // pending; back when its lease ends
 	}
 	now := e.cfg.Now()
 	res := e.attempt(&rec, m, now)
 	if res.err != nil && e.sendCtx.Err() != nil {
 		// Cut off by Shutdown: whether the receiver got it is unknown, so
 		// the message stays pending and goes again after its lease.
-		return
+		return nil, true, res.latency
 	}
-	outcome, reason := classify(&res)
+	return func() { e.record(ep, m, &res, now) }, true, res.latency
+}
+
+// record stores the outcome of an attempt and what comes next.
+func (e *Engine) record(ep *endpoint, m *store.WebhookMessage, res *result, now time.Time) {
+	outcome, reason := classify(res)
 	state, next := store.WebhookDelivered, time.Time{}
 	switch outcome {
 	case outcomeRetry:
@@ -107,7 +109,10 @@ func (e *Engine) deliver(ep *endpoint, it *item) {
 		Message: m.ID, Endpoint: m.Endpoint, Time: now.UTC(), Status: res.status,
 		Latency: res.latency, Response: res.response, Error: reason,
 	}
-	if err := e.cfg.Store.FinishWebhookAttempt(rctx, m.ID, a, state, next); err != nil {
+	// Recording happens even while shutting down: the store outlives us.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.cfg.Store.FinishWebhookAttempt(ctx, m.ID, a, state, next); err != nil {
 		// Not recorded: it goes again when its lease ends (at least once).
 		e.log.Error("webhook finish failed", "message", m.ID, "endpoint", m.Endpoint, "err", err)
 		return
