@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -197,7 +198,8 @@ func BenchmarkRelayWebhooks(b *testing.B) {
 		cred := &smtpd.Credential{Username: account, Account: account, Clicks: true, Opens: true,
 			ClickDomain: "click.example.com", Scheme: "https", Upstream: "sink"}
 		srv, err := smtpd.NewServer(smtpd.ServerConfig{Submitter: sp, MaxSessionsPerIP: 1000, MaxSessions: 1000, AllowPlaintextLoopback: true,
-			Trusted: []smtpd.TrustedNetwork{{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Cred: cred}}})
+			Trusted: []smtpd.TrustedNetwork{{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Cred: cred}},
+			Logger:  slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}

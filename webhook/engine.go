@@ -351,7 +351,7 @@ func (e *Engine) dispatchOnce(ctx context.Context) (time.Duration, error) {
 	room := e.cfg.MaxInFlight - len(e.held)
 	e.mu.Unlock()
 	if room <= 0 {
-		return e.cfg.Poll, nil // a worker's finish kicks us sooner
+		return e.cfg.Poll, nil // the first message released kicks us sooner
 	}
 	limit := min(room, claimBatch)
 	msgs, err := e.cfg.Store.ClaimWebhooks(ctx, now, e.cfg.Lease, limit)
@@ -556,11 +556,14 @@ func (e *Engine) paced(q *epQueue, lat time.Duration) {
 	q.items = q.items[:c]
 }
 
-// release forgets a finished (or dropped) message and wakes the
-// dispatcher: there is room for more.
+// release forgets a finished (or dropped) message, and wakes the
+// dispatcher if it waits for room.
 func (e *Engine) release(it *item) {
 	e.mu.Lock()
+	full := len(e.held) >= e.cfg.MaxInFlight
 	delete(e.held, it.msg.ID)
 	e.mu.Unlock()
-	e.Kick()
+	if full {
+		e.Kick()
+	}
 }

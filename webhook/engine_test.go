@@ -528,3 +528,80 @@ func TestClassify(t *testing.T) {
 		t.Errorf("a timeout: %s, want retry", got)
 	}
 }
+
+// TestFits: an endpoint holds in memory what it can send within the
+// lease at its pace, and no more.
+func TestFits(t *testing.T) {
+	e := &Engine{cfg: Config{Concurrency: 4, Timeout: 15 * time.Second, Lease: 2 * time.Minute, MaxInFlight: 2048}}
+	now := time.Now()
+	deadline := now.Add(2 * time.Minute)
+	for _, tc := range []struct {
+		latency time.Duration
+		pos     int
+		want    bool
+	}{
+		{0, 0, true}, {0, 2047, true}, {0, 2048, false}, // pace unknown: up to MaxInFlight
+		{time.Millisecond, 100000, true}, // fast: what fits in the lease (the global bound is elsewhere)
+		{15 * time.Second, 0, true},      // timeouts: the first round
+		{15 * time.Second, 4 * 5, true},  // 6 rounds of 15s + a timeout = 105s < 120s
+		{15 * time.Second, 4 * 6, false}, // 7 rounds + a timeout = 120s: too late
+		{time.Second, 4 * 100, true},
+		{time.Second, 4 * 105, false},
+	} {
+		q := &epQueue{latency: tc.latency}
+		if got := e.fits(q, tc.pos, deadline, now); got != tc.want {
+			t.Errorf("latency %v, position %d: %v, want %v", tc.latency, tc.pos, got, tc.want)
+		}
+	}
+}
+
+// TestQueueMetrics: queue depth and the oldest message's age per endpoint
+// come from the store; attempts are counted by outcome.
+func TestQueueMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	te := newTestEnv(t, Config{Policy: testPolicy, Registerer: reg})
+	rc := newReceiver(t, "")
+	rc.answer = status(404)
+	ep := te.endpoint(rc.url(), func(w *store.Webhook) { w.Tags = []string{"go"} })
+	rc.secret = ep.Secret
+	parked := te.endpoint(rc.url(), func(w *store.Webhook) { w.Tags = []string{"wait"} })
+	te.events(3, "wait")
+	if err := store.Update(context.Background(), te.db, store.KindWebhook, parked.ID, false, func(w *store.Webhook) (*store.Webhook, error) {
+		w.Paused = true
+		return w, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	te.events(2, "go")
+	waitFor(t, "two final failures", 5*time.Second, func() bool {
+		return testutil.ToFloat64(te.eng.metrics.attempts.WithLabelValues(outcomeFailed)) == 2
+	})
+	time.Sleep(20 * time.Millisecond)
+	te.eng.metrics.mu.Lock()
+	te.eng.metrics.readAt = time.Time{} // read the queue again now
+	te.eng.metrics.mu.Unlock()
+	want := `
+# HELP trackrelay_webhook_queue_depth Webhook messages waiting (pending) per endpoint.
+# TYPE trackrelay_webhook_queue_depth gauge
+trackrelay_webhook_queue_depth{account="shop",endpoint="` + parked.ID + `"} 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "trackrelay_webhook_queue_depth"); err != nil {
+		t.Error(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() == "trackrelay_webhook_queue_oldest_seconds" {
+			found = len(mf.Metric) == 1 && mf.Metric[0].GetGauge().GetValue() > 0
+		}
+	}
+	if !found {
+		t.Error("no oldest-age gauge for the parked endpoint")
+	}
+	if n := testutil.ToFloat64(te.eng.metrics.attempts.WithLabelValues(outcomeDelivered)); n != 0 {
+		t.Errorf("delivered %v", n)
+	}
+}

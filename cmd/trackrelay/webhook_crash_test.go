@@ -257,6 +257,18 @@ drained:
 			}
 		}
 	}
+	// The relay's metrics show the attempts.
+	resp, err := http.Get("http://" + p.apiAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{`trackrelay_webhook_attempts_total{outcome="delivered"}`, "trackrelay_webhook_in_flight 0"} {
+		if !strings.Contains(string(mb), m) {
+			t.Errorf("/metrics has no %s", m)
+		}
+	}
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
 	if sink.bad > 0 {
