@@ -106,8 +106,7 @@ func BenchmarkDeliver(b *testing.B) {
 
 // countSink is a fast SMTP sink.
 type countSink struct {
-	n    atomic.Int64
-	addr string
+	n atomic.Int64
 }
 
 type countSession struct{ s *countSink }

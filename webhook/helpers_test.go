@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -279,11 +278,4 @@ func payloadOf(t testing.TB, b []byte) map[string]any {
 		t.Fatalf("payload %q: %v", b, err)
 	}
 	return m
-}
-
-func clip(s string) string {
-	if len(s) > 300 {
-		return s[:300] + "..."
-	}
-	return strings.TrimSpace(s)
 }
