@@ -359,8 +359,9 @@ func (e *Engine) dispatchOnce(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	deadline := now.Add(e.cfg.Lease)
+	reloaded := false
 	for i := range msgs {
-		e.take(ctx, &msgs[i], deadline)
+		e.take(ctx, &msgs[i], deadline, &reloaded)
 	}
 	e.mu.Lock()
 	dropped := e.dropped
@@ -407,8 +408,10 @@ func (e *Engine) loadEndpoints(ctx context.Context, force bool) error {
 }
 
 // take places a claimed message: with its endpoint's workers, or back
-// to the store when the endpoint cannot take it now.
-func (e *Engine) take(ctx context.Context, m *store.WebhookMessage, deadline time.Time) {
+// to the store when the endpoint cannot take it now. A message for an
+// endpoint not known here makes the records be read again, once per
+// claim (*reloaded).
+func (e *Engine) take(ctx context.Context, m *store.WebhookMessage, deadline time.Time, reloaded *bool) {
 	e.mu.Lock()
 	if it, ok := e.held[m.ID]; ok {
 		// Claimed again while waiting here (its lease ran out): the new
@@ -419,13 +422,15 @@ func (e *Engine) take(ctx context.Context, m *store.WebhookMessage, deadline tim
 	}
 	ep := e.eps[m.Endpoint]
 	e.mu.Unlock()
-	if ep == nil {
+	if ep == nil && !*reloaded {
 		// Maybe made a moment ago: read the records once more.
-		if err := e.loadEndpoints(ctx, true); err == nil {
-			e.mu.Lock()
-			ep = e.eps[m.Endpoint]
-			e.mu.Unlock()
+		if err := e.loadEndpoints(ctx, true); err != nil {
+			return // unsure: it waits for its lease to end
 		}
+		*reloaded = true
+		e.mu.Lock()
+		ep = e.eps[m.Endpoint]
+		e.mu.Unlock()
 	}
 	switch {
 	case ep == nil:
