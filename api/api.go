@@ -56,6 +56,9 @@ type Config struct {
 	MaxSpan time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Webhooks is the delivery engine (webhooks.go); nil: endpoint URLs
+	// are held to the strict default policy.
+	Webhooks WebhookEngine
 }
 
 // route is one entry of the API. All routes are registered from the routes

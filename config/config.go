@@ -43,9 +43,10 @@ type Config struct {
 	Redirector Redirector `toml:"redirector"`
 	// ACME and Domains: click domains' certificates and checks; see
 	// acme.go and domains.go.
-	ACME    ACME    `toml:"acme"`
-	Domains Domains `toml:"domains"`
-	DKIM    DKIM    `toml:"dkim"` // see dkim.go
+	ACME     ACME     `toml:"acme"`
+	Domains  Domains  `toml:"domains"`
+	DKIM     DKIM     `toml:"dkim"`     // see dkim.go
+	Webhooks Webhooks `toml:"webhooks"` // see webhooks.go
 
 	// BaseDir is the directory relative paths are resolved against: the
 	// config file's own directory when read by Load.
@@ -543,6 +544,7 @@ func (c *Config) SetDefaults() {
 	c.Redirector.SetDefaults()
 	c.ACME.SetDefaults()
 	c.DKIM.SetDefaults()
+	c.Webhooks.SetDefaults()
 }
 
 // Path resolves p against BaseDir. Empty stays empty.
@@ -791,7 +793,7 @@ func (c *Config) Validate() error {
 	if err := c.Redirector.Validate(); err != nil {
 		p = append(p, err)
 	}
-	p = append(p, c.ACME.Validate(), c.Domains.Validate(), c.validateRedirectorTLS(), c.DKIM.Validate()) // nils are dropped by Join
+	p = append(p, c.ACME.Validate(), c.Domains.Validate(), c.validateRedirectorTLS(), c.DKIM.Validate(), c.Webhooks.Validate()) // nils are dropped by Join
 	return errors.Join(p...)
 }
 

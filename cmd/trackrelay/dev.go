@@ -80,6 +80,10 @@ max_age    = "24h"
 [api]
 addr = "127.0.0.1:8025"
 
+[webhooks]
+allow_http     = true   # receivers on this machine, over plain HTTP
+allow_loopback = true
+
 [[api.keys]]
 account  = "dev"
 key_hash = %q   # the key is in api-key

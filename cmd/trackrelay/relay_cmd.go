@@ -26,6 +26,7 @@ import (
 	"github.com/trackrelay/trackrelay/rewrite"
 	"github.com/trackrelay/trackrelay/smtpd"
 	"github.com/trackrelay/trackrelay/store"
+	"github.com/trackrelay/trackrelay/webhook"
 )
 
 func init() {
@@ -164,6 +165,11 @@ func applyFlags(cfg *config.Config, f *serveFlags) error {
 	if f.apiAddr != "" {
 		cfg.API.Addr = f.apiAddr
 	}
+	if f.dev {
+		// Webhook receivers on this machine, also with a dev config made
+		// before [webhooks] existed.
+		cfg.Webhooks.AllowHTTP, cfg.Webhooks.AllowLoopback = true, true
+	}
 	if f.dev && f.httpAddr != "" {
 		// Tracked links point at the redirector wherever it listens.
 		_, port, err := net.SplitHostPort(f.httpAddr)
@@ -236,6 +242,7 @@ type relayApp struct {
 	upstreams map[string]smtpd.Upstream
 	keyring   *api.Keyring // the REST API's keys; nil when the API is off
 	dkim      *dkimKeeper  // DKIM signing keys and their checks (dkim_relay.go)
+	webhooks  *webhook.Engine
 	api       *http.Server
 	admin     *http.Server // the admin socket
 	ready     atomic.Bool
@@ -373,6 +380,19 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 		defer cancel()
 		if err := queue.Shutdown(sctx); err != nil {
 			log.Warn("delivery shutdown: tries abandoned, they stay queued", "err", err)
+		}
+	}()
+
+	// Webhooks (issue 17): delivery stops before the store closes.
+	if a.webhooks, err = newWebhooks(cfg, a.store, log, reg); err != nil {
+		return err
+	}
+	a.webhooks.Start()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := a.webhooks.Shutdown(sctx); err != nil {
+			log.Warn("webhook shutdown: requests cut off; they go again after their lease", "err", err)
 		}
 	}()
 
@@ -719,8 +739,19 @@ func (a *relayApp) apiHandler(reg *prometheus.Registry, keys []api.Key) http.Han
 		},
 		MaxBodyBytes: a.cfg.SMTP.MaxMessageBytes*4/3 + 1<<20, // base64 attachments in JSON
 		Log:          a.log.With("component", "api"),
+		Webhooks:     a.webhooks,
 	}))
 	return mux
+}
+
+// newWebhooks makes the webhook delivery engine from [webhooks].
+func newWebhooks(cfg *config.Config, db store.DB, log *slog.Logger, reg prometheus.Registerer) (*webhook.Engine, error) {
+	w := &cfg.Webhooks
+	return webhook.New(webhook.Config{
+		Store: db, Log: log.With("component", "webhooks"), Registerer: reg,
+		Policy:  webhook.Policy{AllowHTTP: w.AllowHTTP, AllowLoopback: w.AllowLoopback, AllowPrivate: w.AllowPrivate, AllowNetworks: w.Networks()},
+		Timeout: w.Timeout, Concurrency: w.Concurrency, DisableAfter: w.DisableAfter, Lease: w.Lease,
+	})
 }
 
 // openStore opens the relay's store: bbolt in the data folder.
