@@ -157,6 +157,7 @@ type bgProc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
+	log  *lockedBuf // its stderr, when kept
 }
 
 // wait returns the process's exit status once it has exited.

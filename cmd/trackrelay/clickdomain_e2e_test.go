@@ -136,7 +136,11 @@ check_port = %d
 		}
 		pb.Stop()
 	}
-	_ = relay
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("relay log:\n%s", relay.log.String())
+		}
+	})
 
 	// Add the domain: the record to make is printed; the check fails
 	// with the reason, then passes once the record exists.
@@ -219,12 +223,12 @@ check_port = %d
 func tryServe(t *testing.T, bin, cfgPath, apiAddr string) (*bgProc, string, error) {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--config", cfgPath)
-	var log lockedBuf
-	cmd.Stderr = &log
+	log := &lockedBuf{}
+	cmd.Stderr = log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &bgProc{cmd: cmd, done: make(chan struct{})}
+	p := &bgProc{cmd: cmd, done: make(chan struct{}), log: log}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
