@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"slices"
 	"time"
 )
@@ -116,17 +117,17 @@ const (
 // WebhookMessage is one event queued for one endpoint. Its ID is the
 // Standard Webhooks webhook-id: the same on every retry.
 type WebhookMessage struct {
-	ID          string    `json:"id"`
-	Endpoint    string    `json:"endpoint"`
-	Account     string    `json:"account"`
-	Type        string    `json:"type"`
-	Payload     []byte    `json:"payload"`
-	Created     time.Time `json:"created"`
-	Attempts    int       `json:"attempts"`
-	NextAttempt time.Time `json:"next_attempt"`
-	State       string    `json:"state"`
-	LastStatus  int       `json:"last_status,omitempty"`
-	LastError   string    `json:"last_error,omitempty"`
+	ID          string          `json:"id"`
+	Endpoint    string          `json:"endpoint"`
+	Account     string          `json:"account"`
+	Type        string          `json:"type"`
+	Payload     json.RawMessage `json:"payload"` // the JSON body (kept as JSON, not base64)
+	Created     time.Time       `json:"created"`
+	Attempts    int             `json:"attempts"`
+	NextAttempt time.Time       `json:"next_attempt"`
+	State       string          `json:"state"`
+	LastStatus  int             `json:"last_status,omitempty"`
+	LastError   string          `json:"last_error,omitempty"`
 	// Recipient is the event's recipient, so an erasure finds it.
 	Recipient string `json:"recipient,omitempty"`
 }
