@@ -49,6 +49,12 @@ type Config struct {
 	MaxSpan time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Reload applies changed records (credentials, keys) to this node at
+	// once (see Ops.Reload); nil: the directory's poll does.
+	Reload func(context.Context) error
+	// BcryptCost is the work factor of hashes made for new passwords and
+	// keys; 0 means 12.
+	BcryptCost int
 }
 
 // route is one entry of the API. All routes are registered from the routes
@@ -234,6 +240,9 @@ func (s *server) dispatch(rts []route) http.Handler {
 				"status", lw.status(), "bytes", lw.n, "duration", time.Since(start).Round(time.Millisecond))
 		}()
 		p, err := s.authenticate(r)
+		if err == nil {
+			p, err = s.scope(r, p)
+		}
 		if err != nil {
 			s.fail(w, r, err, false)
 			return
