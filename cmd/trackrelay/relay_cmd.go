@@ -382,6 +382,14 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 	if err := syncDeclared(ctx, a.store, cfg); err != nil {
 		return err
 	}
+	if err := writeLocalKey(ctx, a.store, dataDir); err != nil {
+		return err
+	}
+	if f.dev {
+		if err := ensureDevOperator(ctx, a.store); err != nil {
+			return err
+		}
+	}
 	a.dir = newDirectory(a.store, cfg, log.With("component", "directory"))
 	snap, err := a.dir.firstSnapshot(ctx)
 	if err != nil {
@@ -554,7 +562,9 @@ Send a test message (user dev, password dev; loopback may also skip AUTH):
 
 Delivered copies appear in %s as .eml files.
 
-`, dataDir, smtpAddr, smtpAddr, out)
+Dashboard: http://%s/ (user dev, password dev)
+
+`, dataDir, smtpAddr, smtpAddr, out, cfg.API.Addr)
 }
 
 // reload re-reads the configuration, copies its accounts, credentials and
@@ -648,11 +658,18 @@ func (a *relayApp) apiHandler(reg *prometheus.Registry, keys []api.Key) http.Han
 		return mux
 	}
 	a.keyring = kr
-	mux.Handle("/v1/", api.New(api.Config{
+	apiH := api.New(api.Config{
 		Submitter: a.spool, Store: a.store, Keys: kr,
 		MaxBodyBytes: a.cfg.SMTP.MaxMessageBytes*4/3 + 1<<20, // base64 attachments in JSON
-		Log:          a.log.With("component", "api"),
-	}))
+		Log:          a.log.With("component", "api"), Reload: a.reloadRecords,
+	})
+	mux.Handle("/v1/", apiH)
+	// The dashboard (package web) at /, beside the API it is built on.
+	if dh, err := a.dashboard(apiH); err != nil {
+		a.log.Error("dashboard off", "err", err)
+	} else {
+		mux.Handle("/", dh)
+	}
 	return mux
 }
 
