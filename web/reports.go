@@ -122,7 +122,7 @@ func (h *Handler) period(r *http.Request, def string) (*period, error) {
 
 // figures are the overview's numbers.
 type figures struct {
-	Accepted, Delivered, Failed, Bounced, Deferred, Complained        uint64
+	Accepted, Delivered, Failed, Bounced, Deferred, Complained            uint64
 	Opens, UniqueOpens, Clicks, UniqueClicks, MachineOpens, MachineClicks uint64
 }
 
