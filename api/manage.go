@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -601,7 +602,7 @@ func (o *Ops) CheckLogin(ctx context.Context, login, password string) (*store.Us
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
-	hash := dummyHash
+	hash := dummyHash()
 	if u != nil {
 		hash = []byte(u.PasswordHash)
 	}
@@ -617,7 +618,10 @@ var ErrBadLogin = errors.New("api: wrong login or password")
 
 // dummyHash is compared against when a login does not exist, so that a
 // wrong login costs as long as a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), 12)
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("not a password"), 12)
+	return h
+})
 
 // ----- SMTP credentials
 

@@ -206,7 +206,13 @@ func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) showLogin(w http.ResponseWriter, r *http.Request, status int, v loginView) {
-	v.Token = randomToken()
+	// One token per browser, kept while it lasts: two login pages open
+	// (or a second request for one) must not void each other's form.
+	if c, err := r.Cookie(cookieLogin); err == nil && len(c.Value) == 43 {
+		v.Token = c.Value
+	} else {
+		v.Token = randomToken()
+	}
 	h.setCookie(w, r, cookieLogin, v.Token, time.Hour)
 	h.render(w, r, status, "login", nil, "Log in", v)
 }

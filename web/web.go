@@ -146,6 +146,7 @@ func New(cfg Config) (*Handler, error) {
 	}
 	static, _ := fs.Sub(staticFS, "static")
 	h.mux.Handle("GET /static/", http.StripPrefix("/static/", staticHandler(static)))
+	h.mux.Handle("GET /favicon.ico", http.NotFoundHandler())
 	h.mux.HandleFunc("GET /login", h.loginPage)
 	h.mux.HandleFunc("POST /login", h.login)
 	for _, p := range pages {

@@ -59,8 +59,9 @@ func localKeyID(dataDir string) string {
 }
 
 // writeLocalKey makes a new local operator key, stores its hash and
-// writes it to the data folder (mode 0600).
-func writeLocalKey(ctx context.Context, st store.DB, dataDir string) error {
+// writes it to the data folder (mode 0600), with the internal listener's
+// address on the second line.
+func writeLocalKey(ctx context.Context, st store.DB, dataDir, apiAddr string) error {
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
 		return err
@@ -84,7 +85,7 @@ func writeLocalKey(ctx context.Context, st store.DB, dataDir string) error {
 	}
 	path := filepath.Join(dataDir, localKeyName)
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(key+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(tmp, []byte(key+"\n"+apiAddr+"\n"), 0o600); err != nil {
 		return fmt.Errorf("local operator key: %w", err)
 	}
 	return os.Rename(tmp, path)

@@ -150,6 +150,9 @@ func (d *directory) read(ctx context.Context, cfg *config.Config) (*snapshot, er
 	for i := range creds {
 		c := &creds[i]
 		sc := effectiveCredential(c, usable, defDomain, defScheme, d.log)
+		if sc.Upstream == "" && len(cfg.Upstreams) > 0 {
+			sc.Upstream = cfg.Upstreams[0].Name // "" is the first upstream (credentials made at run time)
+		}
 		byName[c.Username] = sc
 		if firstOf[c.Account] == nil {
 			firstOf[c.Account] = sc

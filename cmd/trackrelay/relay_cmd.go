@@ -382,7 +382,7 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 	if err := syncDeclared(ctx, a.store, cfg); err != nil {
 		return err
 	}
-	if err := writeLocalKey(ctx, a.store, dataDir); err != nil {
+	if err := writeLocalKey(ctx, a.store, dataDir, cfg.API.Addr); err != nil {
 		return err
 	}
 	if f.dev {

@@ -184,9 +184,13 @@ type userCmdClient struct {
 // userClient reaches the users: through the running relay when its
 // internal listener answers and its local key is there, else on the store.
 func userClient(ctx context.Context, cfg *config.Config, dataDir string) (*userCmdClient, error) {
-	key, kerr := os.ReadFile(filepath.Join(dataDir, localKeyName))
+	file, kerr := os.ReadFile(filepath.Join(dataDir, localKeyName))
 	hc := &http.Client{Timeout: 30 * time.Second}
-	base := "http://" + cfg.API.Addr
+	key, addr, _ := strings.Cut(strings.TrimSpace(string(file)), "\n")
+	if addr = strings.TrimSpace(addr); addr == "" {
+		addr = cfg.API.Addr
+	}
+	base := "http://" + addr
 	if kerr == nil {
 		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		req, _ := http.NewRequestWithContext(hctx, http.MethodGet, base+"/healthz", nil)
@@ -195,14 +199,20 @@ func userClient(ctx context.Context, cfg *config.Config, dataDir string) (*userC
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return &userCmdClient{via: "through the running relay at " + cfg.API.Addr, base: base,
-					key: strings.TrimSpace(string(key)), http: hc, close: func() {}}, nil
+				return &userCmdClient{via: "through the running relay at " + addr, base: base,
+					key: strings.TrimSpace(key), http: hc, close: func() {}}, nil
 			}
 		}
 	}
 	st, err := openStore(cfg, dataDir, slog.New(slog.DiscardHandler))
 	if err != nil {
-		return nil, fmt.Errorf("user: the store is not free and the relay's API at %s does not answer: %w", cfg.API.Addr, err)
+		return nil, fmt.Errorf("user: the store is not free and the relay's API at %s does not answer: %w", addr, err)
+	}
+	// The config file's accounts, as the relay puts them in the store at
+	// start: a fresh install's users can join them.
+	if err := syncDeclared(ctx, st, cfg); err != nil {
+		st.Close()
+		return nil, err
 	}
 	return &userCmdClient{via: "in the store", ops: &api.Ops{Store: st}, close: func() { st.Close() }}, nil
 }
