@@ -156,6 +156,14 @@ func (o *Ops) MessageHistory(ctx context.Context, p *Principal, id uint64) (*His
 		} else if err != nil {
 			return nil, err
 		}
+		// The spool records the credential and tags on each copy; a
+		// message record without them (older ones) takes the first copy's.
+		if h.Message.Credential == "" {
+			h.Message.Credential = c.Credential
+		}
+		if len(h.Message.Tags) == 0 && len(c.Tags) > 0 {
+			h.Message.Tags = c.Tags
+		}
 		h.Copies = append(h.Copies, CopyView{ID: store.FormatID(c.ID), Recipient: c.Recipient, State: string(c.State),
 			Attempts: c.Attempts, LastReply: c.LastReply, NextAttempt: c.NextAttempt, Delivered: c.Delivered,
 			Clicks: c.Clicks, Opens: c.Opens, PreventScam: c.PreventScam, ClickDomain: c.ClickDomain})

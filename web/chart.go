@@ -37,7 +37,7 @@ type chart struct {
 }
 
 const (
-	chartW, chartH         = 760, 260
+	chartW, chartH         = 960, 250
 	padL, padR, padT, padB = 56, 16, 16, 40
 )
 
@@ -107,9 +107,13 @@ func (c *chart) SVG() template.HTML {
 		unitX = "UTC hours"
 	}
 	fmt.Fprintf(&b, `<text class="unit" x="%d" y="%d" text-anchor="end">%s</text>`, chartW-padR, chartH-4, unitX)
-	// The series.
-	for si, s := range c.Series {
+	// The series, the first (the main one) drawn last so it stays on
+	// top where lines meet; the ones under it a little wider, so they
+	// show at its edges.
+	for si := len(c.Series) - 1; si >= 0; si-- {
+		s := c.Series[si]
 		col, dash := palette[si%len(palette)], dashes[si%len(dashes)]
+		width := 2.5 + 0.8*float64(min(si, 2))
 		var pts []string
 		for i, v := range s.Values {
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(i), y(v)))
@@ -118,11 +122,10 @@ func (c *chart) SVG() template.HTML {
 		if dash != "" {
 			da = ` stroke-dasharray="` + dash + `"`
 		}
-		fmt.Fprintf(&b, `<g class="series"><polyline fill="none" stroke="%s" stroke-width="2.5"%s points="%s"/>`, col, da, strings.Join(pts, " "))
+		fmt.Fprintf(&b, `<g class="series"><polyline fill="none" stroke="%s" stroke-width="%.1f"%s points="%s"/>`, col, width, da, strings.Join(pts, " "))
 		if n <= 62 {
 			for i, v := range s.Values {
 				b.WriteString(marker(si, x(i), y(v), col))
-				_ = i
 			}
 		}
 		b.WriteString(`</g>`)

@@ -164,6 +164,33 @@ func TestDashboardBrowser(t *testing.T) {
 		return s
 	}
 
+	// clickLoad clicks sel and waits for the page it leads to (a new
+	// document, loaded), so no check reads the page before it.
+	clickLoad := func(what, sel string, search bool) {
+		t.Helper()
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.__stale = 1`)); err != nil {
+			t.Fatal(err)
+		}
+		if search {
+			run(what, chromedp.Click(chromedp.Search(sel)))
+		} else {
+			run(what, chromedp.Click(chromedp.CSS(sel)))
+		}
+		// Evaluated again and again: a navigation ends each evaluation
+		// that it overlaps.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__stale === undefined && document.readyState === "complete"`))
+			if err == nil && ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the next page did not load: %v", what, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
 	// Every page without a session leads to the login page.
 	run("open the dashboard", chromedp.Navigate(base+"/links"), chromedp.WaitVisible(chromedp.CSS(`input[name=login]`)))
 	shot("login")
@@ -177,26 +204,26 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Fatalf("after the login: %s, want the page asked for", loc)
 	}
 	// The operator picks the dev account.
-	run("pick dev", chromedp.SetValue(chromedp.ID("pick-account"), "dev"), chromedp.Click(chromedp.CSS(`.picker button`)),
-		chromedp.WaitVisible(chromedp.CSS(`table.links`)))
+	run("pick dev", chromedp.SetValue(chromedp.ID("pick-account"), "dev"))
+	clickLoad("show dev", `.picker button`, false)
 	if !strings.Contains(text(`main .head`), "account dev") {
 		t.Fatalf("links page after picking dev: %q", text(`main .head`))
 	}
 	shot("links")
-	run("overview", chromedp.Click(chromedp.CSS(`nav a[href="/"]`)), chromedp.WaitVisible(chromedp.CSS(`.cards`)))
+	run("overview", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(`.cards`)))
 	if got := text(`.kpi:nth-child(2) .v`); got != "3" {
 		t.Errorf("overview delivered %q, want 3", got)
 	}
 	shot("overview")
-	run("link detail", chromedp.Navigate(base+"/links"), chromedp.WaitVisible(chromedp.CSS(`table.links`)),
-		chromedp.Click(chromedp.CSS(`table.links td.url a`)), chromedp.WaitVisible(chromedp.CSS(`svg.chart`)))
+	run("links", chromedp.Navigate(base+"/links"), chromedp.WaitVisible(chromedp.CSS(`table.links`)))
+	clickLoad("link detail", `table.links td.url a`, false)
 	shot("link")
 	// A message's timeline, from the search.
-	run("messages", chromedp.Click(chromedp.CSS(`nav a[href="/messages"]`)), chromedp.WaitVisible(chromedp.CSS(`form.search`)),
-		chromedp.SendKeys(chromedp.CSS(`input[name=recipient]`), "cy@example.net"), chromedp.Click(chromedp.CSS(`form.search button`)),
-		chromedp.WaitVisible(chromedp.CSS(`main table`)))
+	clickLoad("messages", `nav a[href="/messages"]`, false)
+	run("search", chromedp.SendKeys(chromedp.CSS(`input[name=recipient]`), "cy@example.net"))
+	clickLoad("search", `form.search button`, false)
 	shot("messages")
-	run("timeline", chromedp.Click(chromedp.CSS(`main table a[href^="/messages/"]`)), chromedp.WaitVisible(chromedp.CSS(`ol.timeline`)))
+	clickLoad("timeline", `main table a[href^="/messages/"]`, false)
 	tl := text(`ol.timeline`)
 	for _, want := range []string{"Accepted for cy@example.net", "Delivered to cy@example.net", "Clicked https://shop.example/", "trackclicks on"} {
 		if !strings.Contains(tl, want) {
@@ -205,9 +232,9 @@ func TestDashboardBrowser(t *testing.T) {
 	}
 	run("open a log record", chromedp.Click(chromedp.CSS(`ol.timeline details summary`)), chromedp.WaitVisible(chromedp.CSS(`table.fields`)))
 	shot("message")
-	run("logs", chromedp.Click(chromedp.CSS(`nav a[href="/logs"]`)), chromedp.WaitVisible(chromedp.CSS(`table.logs`)))
+	clickLoad("logs", `nav a[href="/logs"]`, false)
 	shot("logs")
-	run("people", chromedp.Click(chromedp.CSS(`nav a[href="/users"]`)), chromedp.WaitVisible(chromedp.CSS(`main table`)))
+	clickLoad("people", `nav a[href="/users"]`, false)
 	shot("people")
 	run("password", chromedp.Navigate(base+"/password"), chromedp.WaitVisible(chromedp.CSS(`input[name=current]`)))
 	shot("password")
@@ -215,8 +242,8 @@ func TestDashboardBrowser(t *testing.T) {
 	// A new credential: its password is shown once.
 	run("credentials", chromedp.Navigate(base+"/credentials"), chromedp.WaitVisible(chromedp.CSS(`details.create`)),
 		chromedp.Click(chromedp.CSS(`details.create summary`)),
-		chromedp.SendKeys(chromedp.CSS(`form[action="/credentials"] input[name=username]`), "news"),
-		chromedp.Click(chromedp.CSS(`form[action="/credentials"] button`)), chromedp.WaitVisible(chromedp.ID("secret")))
+		chromedp.SendKeys(chromedp.CSS(`form[action="/credentials"] input[name=username]`), "news"))
+	clickLoad("create a credential", `form[action="/credentials"] button`, false)
 	secret := text(`#secret`)
 	if len(secret) < 20 {
 		t.Fatalf("secret %q", secret)
@@ -242,8 +269,7 @@ func TestDashboardBrowser(t *testing.T) {
 		if checked() != on {
 			run("toggle", chromedp.Click(chromedp.CSS(box)))
 		}
-		run("save", chromedp.Click(chromedp.Search(`//tr[th[contains(., "news")]]//button[@value="save"]`)),
-			chromedp.WaitVisible(chromedp.CSS(box)))
+		clickLoad("save", `//tr[th[contains(., "news")]]//button[@value="save"]`, true)
 		if got := checked(); got != on {
 			t.Fatalf("after saving, track clicks is %v, want %v", got, on)
 		}
@@ -269,9 +295,9 @@ func TestDashboardBrowser(t *testing.T) {
 	run("phone links", chromedp.Navigate(base+"/links"), chromedp.WaitVisible(chromedp.CSS(`table.links`)))
 	shot("links-phone")
 	// Log out: the pages are gone.
-	run("desktop", chromedp.EmulateReset(), chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(`.who`)),
-		chromedp.Click(chromedp.CSS(`.who form[action="/logout"] button`)), chromedp.WaitVisible(chromedp.CSS(`input[name=login]`)),
-		chromedp.Navigate(base+"/credentials"), chromedp.WaitVisible(chromedp.CSS(`input[name=login]`)))
+	run("desktop", chromedp.EmulateReset(), chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(`.who`)))
+	clickLoad("log out", `.who form[action="/logout"] button`, false)
+	run("after the logout", chromedp.Navigate(base+"/credentials"), chromedp.WaitVisible(chromedp.CSS(`input[name=login]`)))
 }
 
 // TestUserCommand adds the first operator to a fresh install's store with
