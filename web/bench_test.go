@@ -65,6 +65,14 @@ func benchEnv(b *testing.B) (*httptest.Server, *http.Client) {
 				benchErr = err
 				return
 			}
+			links := make([]store.MessageLink, 50)
+			for p := range links {
+				links[p] = store.MessageLink{Position: uint32(p), URL: "https://shop.example/product/" + strconv.Itoa(p)}
+			}
+			if err := st.PutMessageLinks(ctx, m.ID, links); err != nil {
+				benchErr = err
+				return
+			}
 		}
 		benchMsg = msgIDs[benchMessages/2]
 		const batch = 20_000
@@ -168,10 +176,10 @@ func benchPage(b *testing.B, path string) {
 
 // The dashboard's pages over 30 days of a million clicks, over HTTP, each
 // with its session check.
-func BenchmarkOverview30Days(b *testing.B)      { benchPage(b, "/?range=30d") }
-func BenchmarkOverview30DaysHours(b *testing.B) { benchPage(b, "/?range=30d&step=hour") }
-func BenchmarkOverviewTag30Days(b *testing.B)   { benchPage(b, "/?range=30d&tag=newsletter") }
-func BenchmarkLinks30Days(b *testing.B)         { benchPage(b, "/links?range=30d") }
+func BenchmarkOverview30Days(b *testing.B)     { benchPage(b, "/?range=30d") }
+func BenchmarkOverview7DaysHours(b *testing.B) { benchPage(b, "/?range=7d&step=hour") }
+func BenchmarkOverviewTag30Days(b *testing.B)  { benchPage(b, "/?range=30d&tag=newsletter") }
+func BenchmarkLinks30Days(b *testing.B)        { benchPage(b, "/links?range=30d") }
 func BenchmarkLink30Days(b *testing.B) {
 	benchPage(b, "/links/"+store.LinkID("https://shop.example/product/7")+"?range=30d")
 }

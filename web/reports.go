@@ -102,7 +102,8 @@ func (h *Handler) period(r *http.Request, def string) (*period, error) {
 	p.Step = 24 * time.Hour
 	switch q.Get("step") {
 	case "hour":
-		if p.To.Sub(p.From) <= 31*24*time.Hour {
+		// Hours for at most a week: 168 points is what a chart can show.
+		if p.To.Sub(p.From) <= 7*24*time.Hour {
 			p.Step = time.Hour
 		}
 	case "day":

@@ -49,8 +49,10 @@ func sendDev(t *testing.T, addr, user, pass, subject, to string) {
 		t.Fatalf("auth %s: %v", user, err)
 	}
 	msg := "From: Shop <news@shop.example>\r\nTo: " + to + "\r\nSubject: " + subject + "\r\nX-Smtpeter-Tags: launch\r\nMIME-Version: 1.0\r\n" +
-		"Content-Type: text/html; charset=utf-8\r\n\r\n<p>New: <a href=\"https://shop.example/new?ref=mail\">the collection</a> and " +
-		"<a href=\"https://shop.example/sale\">the sale</a></p><img src=\"https://cdn.shop.example/logo.png\" alt=\"\">\r\n"
+		"Content-Type: text/html; charset=utf-8\r\n\r\n<p>New: <a href=\"https://shop.example/new?ref=mail\">the collection</a>, " +
+		"<a href=\"https://shop.example/sale\">the sale</a>, <a href=\"https://shop.example/guides/sizes\">sizes</a>, " +
+		"<a href=\"https://stores.shop.example/near-you\">stores</a>, <a href=\"https://shop.example/account/preferences\">preferences</a>" +
+		"</p><img src=\"https://cdn.shop.example/logo.png\" alt=\"\">\r\n"
 	if err := c.SendMail("news@shop.example", []string{to}, strings.NewReader(msg)); err != nil {
 		t.Fatal(err)
 	}
@@ -90,26 +92,41 @@ func TestDashboardBrowser(t *testing.T) {
 	_, rport, _ := strings.Cut(httpAddr, ":")
 	clickHost := "localhost:" + rport
 
-	// Mail with the dev credential, a click and an open through the
-	// redirector, so the pages have something to show.
-	for i, to := range []string{"ann@example.net", "bob@example.net", "cy@example.net"} {
-		sendDev(t, p.smtpAddr, "dev", "dev", fmt.Sprintf("Launch %d", i+1), to)
+	// Mail with the dev credential, clicks and opens through the
+	// redirector by people and by machines, so the pages have something
+	// to show.
+	readers := []string{"ann", "bob", "cy", "dana", "eve", "finn", "gus", "hana", "ivan", "jo", "kim", "lee"}
+	for i, r := range readers {
+		sendDev(t, p.smtpAddr, "dev", "dev", fmt.Sprintf("Launch %d", i+1), r+"@example.net")
 	}
 	tracked := regexp.MustCompile(`http://` + regexp.QuoteMeta(clickHost) + `/[^"'\s<>]+`)
 	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	for i, to := range []string{"ann@example.net", "bob@example.net", "cy@example.net"} {
-		links := tracked.FindAllString(outboxFor(t, outbox, to), -1)
-		if len(links) < 3 {
-			t.Fatalf("tracked links for %s: %v", to, links)
+	hit := func(method, u, ua string) {
+		req, _ := http.NewRequest(method, u, nil)
+		req.Header.Set("User-Agent", ua)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
-		for j := 0; j <= i && j < len(links); j++ {
-			req, _ := http.NewRequest(http.MethodGet, links[j], nil)
-			req.Header.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36")
-			resp, err := hc.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
+		resp.Body.Close()
+	}
+	const person = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+	for i, r := range readers {
+		links := tracked.FindAllString(outboxFor(t, outbox, r+"@example.net"), -1)
+		if len(links) != 7 { // five links, the image, the pixel
+			t.Fatalf("tracked links for %s: %v", r, links)
+		}
+		for j := 0; j < 1+i%4; j++ {
+			hit(http.MethodGet, links[j], person)
+		}
+		if i%5 == 0 {
+			hit(http.MethodGet, links[4], person)
+		}
+		if i%2 == 0 {
+			hit(http.MethodGet, links[6], person) // the pixel
+		}
+		if i%3 == 0 {
+			hit(http.MethodHead, links[0], person) // a link checker: a machine
 		}
 	}
 
@@ -211,8 +228,8 @@ func TestDashboardBrowser(t *testing.T) {
 	}
 	shot("links")
 	run("overview", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(`.cards`)))
-	if got := text(`.kpi:nth-child(2) .v`); got != "3" {
-		t.Errorf("overview delivered %q, want 3", got)
+	if got := text(`.kpi:nth-child(2) .v`); got != fmt.Sprint(len(readers)) {
+		t.Errorf("overview delivered %q, want %d", got, len(readers))
 	}
 	shot("overview")
 	run("links", chromedp.Navigate(base+"/links"), chromedp.WaitVisible(chromedp.CSS(`table.links`)))
