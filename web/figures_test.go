@@ -179,7 +179,7 @@ func TestFigures(t *testing.T) {
 		t.Errorf("timeline: %d machine hits, want 3", got)
 	}
 	for _, sub := range []string{"trackclicks on", "trackopens on", "credential shop-smtp", "Envelope sender news@shop.example",
-		"Upstream reply: 250", "IP <code>127.0.0.1</code>", "Chrome/131.0", "Clicked " + html.EscapeString(l1), "/logs/clicks.", "Log record"} {
+		"Upstream reply: 250", "IP <code>127.0.0.1</code>", "Chrome/131.0", "r1@example.com clicked " + html.EscapeString(l1), "/logs/clicks.", "Log record"} {
 		if !strings.Contains(body, sub) {
 			t.Errorf("timeline lacks %q", sub)
 		}

@@ -393,10 +393,10 @@ func (h *Handler) message(w http.ResponseWriter, r *http.Request, s *session) er
 			it.Detail = "Upstream reply: " + orDash(replies[e.Copy])
 		case store.LogFailures:
 			it.Kind = "warn"
-			it.Summary = "Delivery attempt " + e.Fields["attempt"] + " failed (" + e.Fields["type"] + ")"
+			it.Summary = "Delivery attempt " + e.Fields["attempt"] + " to " + e.Recipient + " failed (" + e.Fields["type"] + ")"
 			if t := e.Fields["type"]; t == "hard" || t == "expired" || t == "suppressed" {
 				it.Kind = "bad"
-				it.Summary = "Failed for good (" + t + "), attempt " + e.Fields["attempt"]
+				it.Summary = "Failed for good for " + e.Recipient + " (" + t + "), attempt " + e.Fields["attempt"]
 			}
 			it.Detail = "Upstream reply: " + strings.TrimSpace(e.Fields["code"]+" "+e.Fields["status"]+" "+e.Fields["description"])
 			if st := e.Fields["state"]; st != "" {
@@ -404,19 +404,19 @@ func (h *Handler) message(w http.ResponseWriter, r *http.Request, s *session) er
 			}
 		case store.LogClicks:
 			it.Kind = "hit"
-			it.Summary = "Clicked " + e.Fields["url"]
+			it.Summary = e.Recipient + " clicked " + e.Fields["url"]
 			if e.Fields["altered"] == "true" {
 				it.Detail = "The reader asked for " + e.Fields["destination"]
 			}
 		case store.LogOpens:
 			it.Kind = "hit"
-			it.Summary = "Opened"
+			it.Summary = e.Recipient + " opened it"
 			if p := e.Fields["protocol"]; p != "" {
 				it.Summary += " (" + p + ")"
 			}
 		case store.LogBounces:
 			it.Kind = "bad"
-			it.Summary = "Bounced (" + e.Fields["type"] + ")"
+			it.Summary = "Bounced for " + e.Recipient + " (" + e.Fields["type"] + ")"
 			it.Detail = strings.TrimSpace(e.Fields["status"] + " " + e.Fields["diagnostic"])
 		case store.LogComplaints:
 			it.Kind = "bad"
