@@ -264,7 +264,12 @@ func TestDashboardBrowser(t *testing.T) {
 	}
 	run("open a log record", chromedp.Click(chromedp.CSS(`ol.timeline details summary`)), chromedp.WaitVisible(chromedp.CSS(`table.fields`)))
 	shot("message")
+	run("a taller window", chromedp.EmulateViewport(1280, 1240))
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.scrollTo(0, 0), true`)); err != nil {
+		t.Fatal(err)
+	}
 	shot("message-top")
+	run("the window back", chromedp.EmulateReset())
 	clickLoad("logs", `nav a[href="/logs"]`, false)
 	shot("logs")
 	clickLoad("people", `nav a[href="/users"]`, false)
