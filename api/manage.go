@@ -552,43 +552,16 @@ func (o *Ops) DeleteUser(ctx context.Context, p *Principal, login string) error 
 	if p.User == login {
 		return badRequest("login: you cannot delete yourself")
 	}
-	err := o.Store.UpdateRecord(ctx, store.KindUser, login, func(cur *store.RawRecord) (*store.RawRecord, error) {
-		if cur == nil {
-			return nil, store.ErrNotFound
-		}
-		u, err := store.Get[store.User](ctx, staticRecord{cur}, store.KindUser, login)
-		if err != nil {
-			return nil, err
-		}
-		if !o.seesUser(p, u) {
-			return nil, store.ErrNotFound
-		}
-		if u.Declared {
-			return nil, store.ErrDeclared
-		}
-		return nil, nil
-	})
-	if err != nil {
+	u, err := store.Get[store.User](ctx, o.Store, store.KindUser, login)
+	if err != nil || !o.seesUser(p, u) {
+		return hidden(err, "user")
+	}
+	if err := o.deleteIn(ctx, store.KindUser, login, u.Account); err != nil {
 		return storeErr(err, "user")
 	}
 	o.log().Info("user deleted", "login", login, "by", actor(p))
 	return nil
 }
-
-// staticRecord serves one raw record to store.Get (decoding inside an
-// UpdateRecord callback).
-type staticRecord struct{ raw *store.RawRecord }
-
-func (s staticRecord) GetRecord(context.Context, store.RecordKind, string) (*store.RawRecord, error) {
-	return s.raw, nil
-}
-func (s staticRecord) ListRecords(context.Context, store.RecordKind, string) ([]store.RawRecord, error) {
-	return []store.RawRecord{*s.raw}, nil
-}
-func (s staticRecord) UpdateRecord(context.Context, store.RecordKind, string, func(*store.RawRecord) (*store.RawRecord, error)) error {
-	return errors.New("api: read only")
-}
-func (s staticRecord) RecordsVersion(context.Context) (uint64, error) { return 0, nil }
 
 // CheckLogin returns the user whose login and password these are, for the
 // dashboard's login: ErrBadLogin when there is none (or it is disabled).
@@ -806,8 +779,8 @@ func (o *Ops) UpdateCredential(ctx context.Context, p *Principal, username strin
 		if !sees(p, c.Account) || c.Account != cur.Account {
 			return nil, store.ErrNotFound
 		}
-		ch := ch
-		ch.ClickDomain = &probe.ClickDomain
+		// The toggles onto the current record; the click domain as
+		// checked above.
 		if err := o.applyCredential(ctx, c, &CredentialChange{Clicks: ch.Clicks, Opens: ch.Opens, PreventScam: ch.PreventScam,
 			Text: ch.Text, Scheme: ch.Scheme, Disabled: ch.Disabled}); err != nil {
 			return nil, err
