@@ -35,10 +35,7 @@ type Config struct {
 	Domains DomainChecker
 	// DKIM holds the settings of DKIM key checks and records (dkim.go).
 	DKIM DKIMSettings
-	// OnChange, when set, is called after the API changed a record, so
-	// the relay applies it at once (logins, domains).
-	OnChange func()
-	Log      *slog.Logger // nil: discard
+	Log  *slog.Logger // nil: discard
 
 	// MaxBodyBytes bounds a request body; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
@@ -59,6 +56,12 @@ type Config struct {
 	// Webhooks is the delivery engine (webhooks.go); nil: endpoint URLs
 	// are held to the strict default policy.
 	Webhooks WebhookEngine
+	// Reload applies changed records (credentials, keys) to this node at
+	// once (see Ops.Reload); nil: the directory's poll does.
+	Reload func(context.Context) error
+	// BcryptCost is the work factor of hashes made for new passwords and
+	// keys; 0 means 12.
+	BcryptCost int
 }
 
 // route is one entry of the API. All routes are registered from the routes
@@ -219,8 +222,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // changed tells the relay that a record changed.
 func (s *server) changed() {
-	if s.cfg.OnChange != nil {
-		s.cfg.OnChange()
+	if s.cfg.Reload != nil {
+		if err := s.cfg.Reload(context.Background()); err != nil {
+			s.log.Error("applying a changed record failed; the next poll retries", "err", err)
+		}
 	}
 }
 
@@ -258,7 +263,11 @@ func (s *server) dispatch(rts []route) http.Handler {
 		var p *Principal
 		if rt.mode != public {
 			var err error
-			if p, err = s.authenticate(r); err != nil {
+			p, err = s.authenticate(r)
+			if err == nil {
+				p, err = s.scope(r, p)
+			}
+			if err != nil {
 				s.fail(w, r, err, false)
 				return
 			}

@@ -78,6 +78,9 @@ type sendPlan struct {
 }
 
 func (s *server) send(w http.ResponseWriter, r *http.Request, p *Principal) error {
+	if p.Cred == nil {
+		return errorf(http.StatusForbidden, "this key sends no mail (an operator or dashboard principal): use an account's key")
+	}
 	// One account holds at most half the slots, so a slow or busy client
 	// cannot keep the others' mail out.
 	// A refused send's body is never read: "Connection: close" stops

@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -217,6 +218,12 @@ var LogNames = []string{"attempts", "deliveries", "failures", "clicks", "opens",
 type API struct {
 	Addr string   `toml:"addr"`
 	Keys []APIKey `toml:"keys"`
+	// DashboardURL is where people open the dashboard when a
+	// TLS-terminating proxy stands in front of the listener
+	// ("https://relay.example.com"): cookies are then Secure, forms must
+	// come from that origin, and a login's address is the last
+	// X-Forwarded-For entry.
+	DashboardURL string `toml:"dashboard_url"`
 }
 
 // APIKey is an account's REST API key, stored as a bcrypt hash.
@@ -780,6 +787,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.API.Addr); err != nil {
 		p.add("api.addr", "%q is not host:port", c.API.Addr)
+	}
+	if u := c.API.DashboardURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" || (pu.Path != "" && pu.Path != "/") {
+			p.add("api.dashboard_url", "%q: want https://host[:port]", u)
+		}
 	}
 	for i, k := range c.API.Keys {
 		key := fmt.Sprintf("api.keys[%d]", i)

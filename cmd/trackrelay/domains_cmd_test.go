@@ -23,7 +23,7 @@ func TestDomainsCommand(t *testing.T) {
 	if _, _, err := runCmd(t, "", "domains", "add", "no_such domain", "--account", "dev", "--config", cfg); err == nil || !strings.Contains(err.Error(), "name:") {
 		t.Fatalf("bad name: %v", err)
 	}
-	if _, _, err := runCmd(t, "", "domains", "add", "x.example", "--account", "nobody", "--config", cfg); err == nil || !strings.Contains(err.Error(), "no such account") {
+	if _, _, err := runCmd(t, "", "domains", "add", "x.example", "--account", "nobody", "--config", cfg); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("unknown account: %v", err)
 	}
 	out, _, err = runCmd(t, "", "domains", "list", "--account", "dev", "--config", cfg)

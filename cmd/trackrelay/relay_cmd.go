@@ -412,6 +412,11 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 	if a.checker, err = newRelayChecker(cfg); err != nil {
 		return err
 	}
+	if f.dev {
+		if err := ensureDevOperator(ctx, a.store); err != nil {
+			return err
+		}
+	}
 	a.dir = newDirectory(a.store, cfg, log.With("component", "directory"))
 	snap, err := a.dir.firstSnapshot(ctx)
 	if err != nil {
@@ -623,7 +628,9 @@ Send a test message (user dev, password dev; loopback may also skip AUTH):
 
 Delivered copies appear in %s as .eml files.
 
-`, dataDir, smtpAddr, smtpAddr, out)
+Dashboard: http://%s/ (user dev, password dev)
+
+`, dataDir, smtpAddr, smtpAddr, out, cfg.API.Addr)
 }
 
 // reload re-reads the configuration, copies its accounts, credentials and
@@ -726,21 +733,21 @@ func (a *relayApp) apiHandler(reg *prometheus.Registry, keys []api.Key) http.Han
 	if a.checker != nil {
 		dc = a.checker
 	}
-	mux.Handle("/v1/", api.New(api.Config{
+	apiH := api.New(api.Config{
 		Submitter: a.spool, Store: a.store, Keys: kr, Domains: dc,
-		DKIM: a.dkim.settings(),
-		OnChange: func() {
-			if err := a.dir.Reload(context.Background()); err != nil {
-				a.log.Error("reloading logins after a change failed", "err", err)
-			}
-			if err := a.dkim.Reload(context.Background()); err != nil {
-				a.log.Error("reloading dkim keys after a change failed", "err", err)
-			}
-		},
+		DKIM:         a.dkim.settings(),
+		Reload:       a.reloadRecords,
 		MaxBodyBytes: a.cfg.SMTP.MaxMessageBytes*4/3 + 1<<20, // base64 attachments in JSON
 		Log:          a.log.With("component", "api"),
 		Webhooks:     a.webhooks,
-	}))
+	})
+	mux.Handle("/v1/", apiH)
+	// The dashboard (package web) at /, beside the API it is built on.
+	if dh, err := a.dashboard(apiH); err != nil {
+		a.log.Error("dashboard off", "err", err)
+	} else {
+		mux.Handle("/", dh)
+	}
 	return mux
 }
 
