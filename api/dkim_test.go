@@ -263,7 +263,7 @@ func TestDKIMScoping(t *testing.T) {
 		t.Fatalf("operator's list of shop: %+v", list)
 	}
 	st, b = d.call(http.MethodGet, "/v1/dkim?account=nobody", keyOperator, nil, nil)
-	wantError(t, st, b, http.StatusNotFound, "no such account")
+	wantError(t, st, b, http.StatusNotFound, "not found")
 	st, b = d.call(http.MethodPost, "/v1/dkim", keyOperator, map[string]string{"domain": "x.example"}, nil)
 	wantError(t, st, b, http.StatusBadRequest, "?account=")
 	var k DKIMKey

@@ -178,7 +178,7 @@ func TestWebhooksREST(t *testing.T) {
 	st, b = he.call("DELETE", path, keyOther, "", nil)
 	wantError(t, st, b, 404, "no webhook")
 	st, b = he.call("GET", path+"?account=shop", keyOther, "", nil)
-	wantError(t, st, b, 400, "only an operator key")
+	wantError(t, st, b, 403, "its own account only")
 	if st, b := he.call("GET", path, keyWHOperator, "", &got); st != 200 || got.ID != made.ID {
 		t.Errorf("operator get: %d %s", st, b)
 	}
@@ -305,7 +305,7 @@ func TestWebhooksREST(t *testing.T) {
 	st, b = he.call("POST", "/v1/webhooks", keyWHOperator, fmt.Sprintf(`{"url":%q}`, url), nil)
 	wantError(t, st, b, 400, "?account=")
 	st, b = he.call("POST", "/v1/webhooks?account=nobody", keyWHOperator, fmt.Sprintf(`{"url":%q}`, url), nil)
-	wantError(t, st, b, 404, "no account")
+	wantError(t, st, b, 404, "not found")
 	if st, b := he.call("POST", "/v1/webhooks?account=other", keyWHOperator, fmt.Sprintf(`{"url":%q}`, url), &made); st != 201 || made.Account != "other" {
 		t.Fatalf("operator create: %d %s", st, b)
 	}

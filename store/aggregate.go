@@ -119,9 +119,9 @@ type LinkStat struct {
 	MachineClicks uint64    `json:"machine_clicks"`
 	First         time.Time `json:"first"` // first and last human click
 	Last          time.Time `json:"last"`
-	// Delivered is the delivered copies of the messages that carried the
-	// link (TopLinks, MessageLinks): UniqueClicks / Delivered is the
-	// share of recipients who clicked it.
+	// Delivered is the delivered copies that carried the link in the
+	// period and dimension (TopLinks; in MessageLinks, the message's):
+	// UniqueClicks / Delivered is the share of recipients who clicked it.
 	Delivered uint64 `json:"delivered"`
 }
 

@@ -194,8 +194,9 @@ func (r *Relay) UpdateCopy(ctx context.Context, c *Copy, events []Event) (last b
 	if err != nil {
 		return false, err
 	}
+	delivered := false
 	err = r.update(ctx, func(tx *bolt.Tx) error {
-		last = false
+		last, delivered = false, false
 		cb, qb := tx.Bucket([]byte(bucketCopies)), tx.Bucket([]byte(bucketQueued))
 		k := idKey(c.ID)
 		if qb.Get(k) == nil {
@@ -210,6 +211,7 @@ func (r *Relay) UpdateCopy(ctx context.Context, c *Copy, events []Event) (last b
 		if !c.Final() {
 			return nil
 		}
+		delivered = c.State == CopyDelivered
 		if err := qb.Delete(k); err != nil {
 			return err
 		}
@@ -233,6 +235,9 @@ func (r *Relay) UpdateCopy(ctx context.Context, c *Copy, events []Event) (last b
 		}
 		return mb.Put(mk, mv)
 	})
+	if err == nil && delivered {
+		r.carried.add(c, 1)
+	}
 	return last, err
 }
 

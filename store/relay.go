@@ -53,6 +53,9 @@ type Relay struct {
 
 	beforeCommit atomic.Pointer[func() error]
 
+	carried     carried // delivered copies for the link figures (relay_carried.go)
+	carriedDone chan struct{}
+
 	closeOnce sync.Once
 	mu        sync.RWMutex // guards closed against writes racing Close
 	closed    bool
@@ -95,7 +98,9 @@ func OpenRelay(path string, opts RelayOptions) (*Relay, error) {
 		stop: make(chan struct{}),
 		done: make(chan struct{}),
 	}
+	r.carriedDone = make(chan struct{})
 	go r.commitLoop()
+	go r.carriedLoop()
 	return r, nil
 }
 
@@ -109,6 +114,7 @@ func (r *Relay) Close() error {
 		r.mu.Unlock()
 		close(r.stop)
 		<-r.done
+		<-r.carriedDone
 		err = r.db.Close()
 	})
 	return err

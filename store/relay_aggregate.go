@@ -378,10 +378,6 @@ func (r *Relay) MessageCounters(_ context.Context, message uint64) (Counters, er
 	return c, err
 }
 
-// maxLinkMessages bounds the messages read to sum a link's delivered
-// copies.
-const maxLinkMessages = 10000
-
 // TopLinks returns account's most clicked links in [from, to) (whole UTC
 // days), in dimension "", DimTag or DimCredential, ordered by unique clicks, then
 // clicks, at most limit of them.
@@ -422,7 +418,7 @@ func (r *Relay) TopLinks(ctx context.Context, account, dim string, from, to time
 			st := sums[id].stat()
 			st.ID = hexID(id)
 			st.URL = string(names.Get([]byte(account + "\x00" + id)))
-			st.Delivered = linkDelivered(tx, account, []byte(id))
+			st.Delivered = linkCarried(tx, account, dim, d0, d1, []byte(id))
 			out = append(out, st)
 		}
 		return nil
@@ -439,24 +435,8 @@ func hexID(b string) string {
 	return string(out)
 }
 
-// linkDelivered sums the delivered copies of the messages that carried a
-// link (those clicked at least once, as recorded by the aggregates).
-func linkDelivered(tx *bolt.Tx, account string, id []byte) uint64 {
-	prefix := append([]byte(account+"\x00"), id...)
-	ms := tx.Bucket([]byte(bucketMsgStats))
-	c := tx.Bucket([]byte(bucketLinkMsgs)).Cursor()
-	var sum uint64
-	n := 0
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && n < maxLinkMessages; k, _ = c.Next() {
-		n++
-		cs := decodeCounters(ms.Get(k[len(prefix):]))
-		sum += cs[Delivered]
-	}
-	return sum
-}
-
-// LinkMessages returns the ids of the messages that carried a link (those
-// with at least one click on it), newest first, at most limit.
+// LinkMessages returns the ids of the messages that carried a link (with
+// a delivered copy or a click), newest first, at most limit.
 func (r *Relay) LinkMessages(ctx context.Context, account, linkID string, limit int) ([]uint64, error) {
 	id, err := parseLinkID(linkID)
 	if err != nil {
@@ -573,6 +553,7 @@ func (r *Relay) DeleteAggregatesBefore(ctx context.Context, cutoff time.Time) (i
 	}{
 		{bucketAgg, func(k []byte) bool { return len(k) >= 4 && binary.BigEndian.Uint32(k[len(k)-4:]) < hour }},
 		{bucketLinkDays, func(k []byte) bool { return len(k) >= 16 && binary.BigEndian.Uint32(k[len(k)-16:len(k)-12]) < day }},
+		{bucketLinkCarried, func(k []byte) bool { return len(k) >= 16 && binary.BigEndian.Uint32(k[len(k)-16:len(k)-12]) < day }},
 	} {
 		var doomed [][]byte
 		err := r.db.View(func(tx *bolt.Tx) error {

@@ -34,7 +34,9 @@ func (r *Relay) RecordReturned(ctx context.Context, events []Event, bounced []ui
 			return err
 		}
 	}
-	return r.update(ctx, func(tx *bolt.Tx) error {
+	var undelivered []Copy
+	err = r.update(ctx, func(tx *bolt.Tx) error {
+		undelivered = undelivered[:0]
 		cb := tx.Bucket([]byte(bucketCopies))
 		agg := newAggregator()
 		for _, id := range slices.Compact(slices.Sorted(slices.Values(bounced))) {
@@ -63,6 +65,7 @@ func (r *Relay) RecordReturned(ctx context.Context, events []Event, bounced []ui
 				at = c.Created
 			}
 			agg.addAll(&Event{Account: c.Account, Tags: c.Tags, Credential: c.Credential, Message: c.MessageID, Time: at}, Delivered, -1)
+			undelivered = append(undelivered, c)
 		}
 		if err := agg.flush(tx); err != nil {
 			return err
@@ -82,4 +85,10 @@ func (r *Relay) RecordReturned(ctx context.Context, events []Event, bounced []ui
 		}
 		return nil
 	})
+	if err == nil {
+		for i := range undelivered {
+			r.carried.add(&undelivered[i], -1)
+		}
+	}
+	return err
 }
