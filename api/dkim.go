@@ -164,7 +164,7 @@ func (s *server) dkimDomainOf(domain string, keys []store.DKIMKey) DKIMDomain {
 // operator the one named with ?account=, or every account ("") when
 // none is named and all may be true.
 func (s *server) dkimScope(r *http.Request, p *Principal, all bool) (string, error) {
-	if p.Operator && all && r.URL.Query().Get("account") == "" {
+	if p.Operator && all && p.Account == "" {
 		return "", nil
 	}
 	return s.account(r, p)

@@ -74,19 +74,6 @@ func (s *server) domainOf(d *store.Domain) Domain {
 	return out
 }
 
-// scopedAccount is the account a call acts on: the key's own, or for an
-// operator the one named with ?account=.
-func scopedAccount(r *http.Request, p *Principal) (string, error) {
-	if !p.Operator {
-		return p.Account, nil
-	}
-	a := r.URL.Query().Get("account")
-	if a == "" {
-		return "", badRequest("account: an operator names the account with ?account=NAME")
-	}
-	return a, nil
-}
-
 // NormalDomain checks a host name as a click or bounce domain and
 // returns it in lower case without a trailing dot.
 func NormalDomain(name string) (string, error) {
@@ -107,19 +94,10 @@ func NormalDomain(name string) (string, error) {
 	return n, nil
 }
 
-func (s *server) account(r *http.Request, p *Principal) (string, error) {
-	a, err := scopedAccount(r, p)
-	if err != nil {
-		return "", err
-	}
-	if p.Operator {
-		if _, err := store.Get[store.Account](r.Context(), s.cfg.Store, store.KindAccount, a); errors.Is(err, store.ErrNotFound) {
-			return "", errorf(http.StatusNotFound, "account %q: no such account", clip(a))
-		} else if err != nil {
-			return "", err
-		}
-	}
-	return a, nil
+// account is the account a call acts on: the key's own, or the one an
+// operator named with ?account= (dispatch's scope has checked it).
+func (s *server) account(_ *http.Request, p *Principal) (string, error) {
+	return needAccount(p)
 }
 
 func (s *server) listDomains(w http.ResponseWriter, r *http.Request, p *Principal) error {
@@ -147,12 +125,7 @@ func (s *server) ownDomain(r *http.Request, p *Principal) (*store.Domain, error)
 	if err != nil {
 		return nil, badRequest("name: %v", err)
 	}
-	acct := ""
-	if !p.Operator || r.URL.Query().Get("account") != "" {
-		if acct, err = s.account(r, p); err != nil {
-			return nil, err
-		}
-	}
+	acct := p.Account // "" for an operator who named no account
 	d, err := store.Get[store.Domain](r.Context(), s.cfg.Store, store.KindDomain, name)
 	if errors.Is(err, store.ErrNotFound) || err == nil && acct != "" && d.Account != acct {
 		if acct == "" {

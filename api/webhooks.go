@@ -203,27 +203,13 @@ func (s *server) kickWebhooks() {
 }
 
 // webhookAccount is the account a call acts for: the key's, or the one
-// an operator names with ?account= (required when need is set).
-func (s *server) webhookAccount(ctx context.Context, r *http.Request, p *Principal, need bool) (string, error) {
-	q := r.URL.Query().Get("account")
-	if !p.Operator {
-		if q != "" && q != p.Account {
-			return "", badRequest("account: only an operator key names the account")
-		}
-		return p.Account, nil
+// an operator named with ?account= (dispatch's scope has checked it;
+// required when need is set).
+func (s *server) webhookAccount(_ context.Context, _ *http.Request, p *Principal, need bool) (string, error) {
+	if need {
+		return needAccount(p)
 	}
-	if q == "" {
-		if need {
-			return "", badRequest("account: an operator key names the account with ?account=NAME")
-		}
-		return "", nil
-	}
-	if _, err := store.Get[store.Account](ctx, s.cfg.Store, store.KindAccount, q); errors.Is(err, store.ErrNotFound) {
-		return "", errorf(http.StatusNotFound, "no account %q", clip(q))
-	} else if err != nil {
-		return "", err
-	}
-	return q, nil
+	return p.Account, nil
 }
 
 // loadWebhook returns the endpoint {id} if the caller may see it.
