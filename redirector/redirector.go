@@ -63,6 +63,8 @@ type Handler struct {
 	m        *metrics
 	kick     chan struct{} // tells the shipper there is work
 	draining atomic.Bool   // set by SetDraining: /readyz fails
+	// lastErrLog is when a failed append was last logged (UnixNano).
+	lastErrLog atomic.Int64
 }
 
 type domain struct {

@@ -24,6 +24,9 @@ import (
 type Options struct {
 	Handler     Config
 	JournalPath string
+	// Journal tunes the journal: durability, flush interval and the hits'
+	// floor on free disk space.
+	Journal store.JournalOptions
 	// Listen is the public address; HTTPS when TLSCert and TLSKey are set.
 	Listen          string
 	TLSCert, TLSKey string
@@ -64,7 +67,7 @@ func Start(o Options) (s *Service, err error) {
 	if o.Sink == nil {
 		return nil, errors.New("redirector: no sink to ship hits to")
 	}
-	j, err := store.OpenJournal(o.JournalPath)
+	j, err := store.OpenJournalWith(o.JournalPath, o.Journal)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +144,8 @@ func Start(o Options) (s *Service, err error) {
 			}
 		}()
 	}
-	log.Info("redirector listening", "addr", s.ln.Addr().String(), "tls", tlsConfig != nil, "pending_hits", j.Len())
+	log.Info("redirector listening", "addr", s.ln.Addr().String(), "tls", tlsConfig != nil, "pending_hits", j.Len(),
+		"durability", o.Journal.Durability.String())
 	return s, nil
 }
 

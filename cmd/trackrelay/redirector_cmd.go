@@ -122,7 +122,12 @@ func redirectorOptions(cfg *config.Config, codec *rewrite.Codec, sink redirector
 		}
 		journal = filepath.Join(dir, "redirector.db")
 	}
+	durability := store.DurabilityProcess
+	if rc.Durability == "disk" {
+		durability = store.DurabilityDisk
+	}
 	return redirector.Options{
+		Journal: store.JournalOptions{Durability: durability, FlushInterval: rc.FlushInterval, MinFree: rc.MinFreeBytes},
 		Handler: redirector.Config{
 			Codec: codec, Domains: domains, MaxLinkAge: rc.MaxLinkAge, TrustedProxies: trusted,
 			Logger: log.With("component", "redirector"), Registerer: reg,
@@ -150,7 +155,7 @@ func startServeRedirector(cfg *config.Config, httpAddr string, codec *rewrite.Co
 	if err := c.Redirector.Validate(); err != nil {
 		return nil, err
 	}
-	opts, err := redirectorOptions(&c, codec, redirector.CheckedSink(redirector.SinkFunc(st.IngestHits)), log, reg)
+	opts, err := redirectorOptions(&c, codec, redirector.CheckedSink(hitStoreSink(&c, st)), log, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +175,16 @@ func relayIngestHandler(cfg *config.Config, st *store.Relay, log *slog.Logger) (
 	if err != nil || secret == "" {
 		return nil, err
 	}
-	return redirector.IngestHandler(redirector.SinkFunc(st.IngestHits), secret, log.With("component", "ingest")), nil
+	return redirector.IngestHandler(hitStoreSink(cfg, st), secret, log.With("component", "ingest")), nil
+}
+
+// hitStoreSink is the relay's store of hits, refused while relay.data_dir
+// is below the hits' floor (redirector.min_free_bytes), so that hits never
+// take the free space mail needs; the redirector keeps them meanwhile.
+func hitStoreSink(cfg *config.Config, st *store.Relay) redirector.Sink {
+	rc := cfg.Redirector
+	rc.SetDefaults()
+	return redirector.ReserveSink(redirector.SinkFunc(st.IngestHits), cfg.Path(cfg.Relay.DataDir), rc.MinFreeBytes)
 }
 
 // ingestSecret reads redirector.ingest_secret or ingest_secret_file.
