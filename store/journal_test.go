@@ -70,7 +70,9 @@ func testJournalDurableAcrossReopen(t *testing.T, o JournalOptions) {
 	}
 }
 
-func TestJournalDurableAcrossReopen(t *testing.T) { bothDurabilities(t, testJournalDurableAcrossReopen) }
+func TestJournalDurableAcrossReopen(t *testing.T) {
+	bothDurabilities(t, testJournalDurableAcrossReopen)
+}
 
 func testJournalGroupCommit(t *testing.T, o JournalOptions) {
 	j, err := OpenJournalWith(filepath.Join(t.TempDir(), "j.db"), o)
@@ -162,7 +164,9 @@ func testJournalCloseCommitsInFlight(t *testing.T, o JournalOptions) {
 	}
 }
 
-func TestJournalCloseCommitsInFlight(t *testing.T) { bothDurabilities(t, testJournalCloseCommitsInFlight) }
+func TestJournalCloseCommitsInFlight(t *testing.T) {
+	bothDurabilities(t, testJournalCloseCommitsInFlight)
+}
 
 func TestJournalLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "j.db")
