@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -16,6 +17,9 @@ import (
 func init() {
 	commands["rewrite"] = command{cmdRewrite, "preview tracking: read a message on stdin, write the tracked message"}
 }
+
+// cmdBufSize is the command's read and write buffer.
+const cmdBufSize = 256 << 10
 
 // previewMessageID is the message id every preview's tokens carry, so that
 // a preview of the same input is always the same.
@@ -79,8 +83,13 @@ func cmdRewrite(ctx context.Context, args []string, io stdio) error {
 		Domain:      *domain,
 		MessageID:   previewMessageID,
 	}
-	out := &tailWriter{w: io.out}
+	// Large reads and writes: the tokenizer reads at most 4 KB at a time
+	// and the rewriter writes 16 KB, each a system call on a pipe or file.
+	io.in = bufio.NewReaderSize(io.in, cmdBufSize)
+	bw := bufio.NewWriterSize(io.out, cmdBufSize)
+	out := &tailWriter{w: bw}
 	io.out = out
+	defer bw.Flush()
 	// The summary on stderr starts on a line of its own, also when the
 	// output (on the same terminal) does not end with a newline; the
 	// output itself is not changed.
@@ -89,6 +98,9 @@ func cmdRewrite(ctx context.Context, args []string, io stdio) error {
 		tr := rewrite.New(cfg)
 		if err := tr.HTML(io.out, io.in); err != nil {
 			return err
+		}
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("rewrite: write: %w", err)
 		}
 		out.endLine(io.err)
 		printStats(io, tr.Stats())
@@ -115,6 +127,9 @@ func cmdRewrite(ctx context.Context, args []string, io stdio) error {
 	rep, err := mime.Rewrite(io.out, io.in, mime.Options{TrackText: *text}, decide)
 	if err != nil {
 		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("rewrite: write: %w", err)
 	}
 	out.endLine(io.err)
 	if rep.ControlErr != nil {
