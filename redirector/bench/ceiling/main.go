@@ -2,10 +2,12 @@
 // trackrelay against (redirector/bench/wrk.sh):
 //
 //   - bare: a fasthttp 302 that writes nothing;
+//
 //   - journal: the same 302 answered only after the request is appended to
 //     a store.Journal (in -durability process or disk), with no token
 //     check, no relay and no metrics: the most a redirector that keeps the
 //     journal's guarantee answers on the machine;
+//
 //   - redirector: the real redirector (redirector.Start: token check, hit
 //     record, journal, metrics, shipper) whose sink only acknowledges each
 //     batch, storing nothing. It is a measurement baseline, never the
@@ -13,7 +15,7 @@
 //     ingest of each hit; the gap between it and -mode journal is the rest
 //     of the redirector's own work.
 //
-//	ceiling -addr 127.0.0.1:18484 -mode bare|journal|redirector -data DIR [-durability process|disk] [-keys FILE -domain HOST:PORT]
+//     ceiling -addr 127.0.0.1:18484 -mode bare|journal|redirector -data DIR [-durability process|disk] [-keys FILE -domain HOST:PORT]
 package main
 
 import (
