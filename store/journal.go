@@ -707,9 +707,11 @@ func (j *Journal) mover() {
 		}
 		marks := j.safe
 		j.safeDirty = false
-		if stopping {
+		if stopping && !refused {
 			// The writer has stopped and this spill takes every hit
-			// still held: the whole log is settled or in bbolt.
+			// still held: the whole log is settled or in bbolt. (Not
+			// when the spill was refused: those hits stay in the log,
+			// past the watermark, for the next open.)
 			for i := range j.segs {
 				if j.segs[i].gen != 0 {
 					marks[i] = watermark{j.segs[i].gen, j.segs[i].off}
@@ -724,9 +726,6 @@ func (j *Journal) mover() {
 		if len(spill) > 0 || len(dels) > 0 || markDue || stopping {
 			err = j.update(spill, dels, marks, &added, deleted)
 		}
-		if err == nil && refused {
-			err = errLowDisk
-		}
 		if err != nil {
 			err = fmt.Errorf("store: journal: %w", err)
 		} else {
@@ -734,15 +733,16 @@ func (j *Journal) mover() {
 			lastMark = time.Now()
 		}
 		for _, d := range dels {
-			d.done <- err
+			d.done <- err // the deletes went through, whether or not the spill was refused
 		}
+		failed := err != nil || refused
 		j.mmu.Lock()
 		j.spilling = 0
-		j.spillErr = err != nil
+		j.spillErr = failed
 		if len(spill) > 0 || refused {
 			j.spillTries++
 		}
-		if err != nil {
+		if failed {
 			// The hits are safe in the log; try again. At shutdown they
 			// stay there and go into bbolt on the next open.
 			j.safeDirty = true
@@ -1063,10 +1063,6 @@ func (j *Journal) left(r *logRec) {
 		j.mcond.Broadcast() // the writer waits for this segment
 	}
 }
-
-// errLowDisk is the mover's reason for not spilling: the file system is
-// below JournalOptions.MinFree.
-var errLowDisk = errors.New("disk below the hits' floor (redirector.min_free_bytes): spill refused")
 
 // roomToGrow says whether the bbolt file may grow: the file system holding
 // it has at least MinFree bytes free (or no floor is set, or the free

@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -128,4 +130,77 @@ func TestJournalCreatesFolders(t *testing.T) {
 	if err := j.Append(context.Background(), testHit(j, "click", 1)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestJournalBelowFloor: below the hits' floor (a floor higher than any
+// disk's free space) the journal keeps hits in its log and never spills
+// them: not after spillAfter, not at Close. Deletes still work and Len
+// stays right; the next open (with room) finds every hit not deleted, and
+// once the log is full, Append fails at once with ErrHitsFull and Ready
+// says so.
+func TestJournalBelowFloor(t *testing.T) {
+	bothDurabilities(t, func(t *testing.T, o JournalOptions) {
+		path := filepath.Join(t.TempDir(), "j.db")
+		o.MinFree = 1 << 62
+		j, err := OpenJournalWith(path, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for i := range 50 {
+			h := testHit(j, "click", uint64(i))
+			if err := j.Append(context.Background(), h); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, h.ID)
+		}
+		time.Sleep(spillAfter + 3*moverTick) // past the age at which hits spill
+		if n := boltCount(t, j); n != 0 {
+			t.Fatalf("%d hits spilled into bbolt below the floor", n)
+		}
+		if err := j.Delete(ids[:10]); err != nil || j.Len() != 40 {
+			t.Fatalf("Delete below the floor: %v, Len %d", err, j.Len())
+		}
+		if err := j.Ready(); err != nil {
+			t.Fatalf("Ready with an almost empty log: %v", err)
+		}
+		// Fill the log: both segments, nothing settled, nothing spilled.
+		big := strings.Repeat("u", 4000)
+		var full error
+		for i := 0; i < 3*logSegSize/4000 && full == nil; i++ {
+			h := testHit(j, "click", uint64(i))
+			h.UserAgent = big
+			if full = j.Append(context.Background(), h); full == nil {
+				ids = append(ids, h.ID)
+			}
+		}
+		if !errors.Is(full, ErrHitsFull) {
+			t.Fatalf("appending past a full log below the floor: %v", full)
+		}
+		if err := j.Ready(); !errors.Is(err, ErrHitsFull) {
+			t.Fatalf("Ready with the log full below the floor: %v", err)
+		}
+		start := time.Now()
+		h := testHit(j, "click", 1)
+		h.UserAgent = big
+		if err := j.Append(context.Background(), h); !errors.Is(err, ErrHitsFull) || time.Since(start) > time.Second {
+			t.Fatalf("a further append: %v after %v, want ErrHitsFull at once", err, time.Since(start))
+		}
+		if err := j.Close(); err != nil {
+			t.Fatal(err)
+		}
+		j, err = OpenJournalWith(path, JournalOptions{Durability: o.Durability})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer j.Close()
+		if j.Len() != len(ids)-10 {
+			t.Fatalf("reopened with room: Len %d, want %d", j.Len(), len(ids)-10)
+		}
+		for i, id := range ids {
+			if ok, _ := j.Contains(id); ok != (i >= 10) {
+				t.Fatalf("hit %d: in the journal %v, want %v", i, ok, i >= 10)
+			}
+		}
+	})
 }
