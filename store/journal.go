@@ -256,6 +256,7 @@ func OpenJournalWith(path string, o JournalOptions) (*Journal, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	j.curRoom.Store(logSegSize - j.segs[j.cur].off)
 	j.waiters.New = func() any { return make(chan error, 1) }
 	j.syncer = newDataSyncer()
 	go j.loop()
