@@ -207,8 +207,9 @@ func (h *Handler) health(path string) (int, string) {
 	if h.draining.Load() {
 		return http.StatusServiceUnavailable, "draining\n"
 	}
-	if err := h.journal.Ready(); err != nil {
-		return http.StatusServiceUnavailable, "not ready: hits cannot be kept: " + err.Error() + "\n"
+	if h.journal.Ready() != nil {
+		// The reason is in the metrics and the log, not on the public edge.
+		return http.StatusServiceUnavailable, "not ready: hits cannot be kept\n"
 	}
 	return http.StatusOK, "ready\n"
 }
