@@ -60,10 +60,15 @@ fuzz:
 	  done; \
 	done
 
-# Every Go benchmark, then the redirector under wrk against nginx's bare
-# `return 302` (the shared script installs wrk and nginx when missing).
+# Every Go benchmark, then `trackrelay rewrite` against a bare tokenizer
+# process over 32 MB of newsletter HTML, then the redirector under wrk
+# against nginx's bare `return 302` (the shared script installs wrk and
+# nginx when missing).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+	@if [ -f ../shared/bench/newsletter.eml ]; then \
+	  bash rewrite/bench/rewrite-vs-tokenizer.sh 7 32; \
+	else echo "bench: ../shared is absent; rewrite vs tokenizer not run"; fi
 	@if [ -f ../shared/bench/redirector-vs-nginx.sh ]; then \
 	  BREAKDOWN=1 bash redirector/bench/wrk.sh 8 64; \
 	else echo "bench: ../shared is absent; redirector vs nginx not run"; fi

@@ -805,6 +805,11 @@ func (c *Config) Validate() error {
 	if err := c.Redirector.Validate(); err != nil {
 		p = append(p, err)
 	}
+	if c.Redirector.MinFreeBytes > 0 && c.Relay.MinFreeBytes > 0 && c.Redirector.MinFreeBytes <= c.Relay.MinFreeBytes {
+		// Hits stop growing files first, so that below the hits' floor
+		// the space between the two floors stays for mail.
+		p.add("redirector.min_free_bytes", "must be above relay.min_free_bytes (%d), so hits never take the space mail needs", c.Relay.MinFreeBytes)
+	}
 	p = append(p, c.ACME.Validate(), c.Domains.Validate(), c.validateRedirectorTLS(), c.DKIM.Validate(), c.Webhooks.Validate()) // nils are dropped by Join
 	return errors.Join(p...)
 }

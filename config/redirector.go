@@ -40,8 +40,30 @@ type Redirector struct {
 	// is believed.
 	TrustedProxies []string `toml:"trusted_proxies"`
 	// Journal is the path of the redirector's own bbolt hit journal;
-	// empty is redirector.db in relay.data_dir.
+	// empty is redirector.db in relay.data_dir. Missing folders are
+	// created (0700).
 	Journal string `toml:"journal"`
+	// Durability is when a hit counts as kept, and so when its 302 may go
+	// out. "process" (the default): the hit is written into the kernel
+	// (write(2) into the hit log) before the answer, and the log is
+	// fdatasynced in the background at least every FlushInterval; a killed
+	// redirector loses no answered hit, a power cut or kernel crash loses
+	// at most the last interval (PostgreSQL's synchronous_commit = off,
+	// Kafka's default). "disk": fdatasync before every answer (shared by
+	// the hits waiting at that moment); nothing answered is lost even to a
+	// power cut, at a cost in hits per second.
+	Durability string `toml:"durability"`
+	// FlushInterval bounds how long a hit waits for its fdatasync in
+	// process durability.
+	FlushInterval time.Duration `toml:"flush_interval"`
+	// MinFreeBytes is the hits' floor: hits never make files grow (the
+	// journal's spill into bbolt, the relay's store of shipped hits) while
+	// the file system holding them has less free space than this, so they
+	// never take the last free space, which mail needs; keep it above the
+	// mail side's reserve. Below it, hits wait in the hit log (preallocated
+	// at start: the hits' own reserve); when that is full too, clicks are
+	// answered 503 and /readyz fails. 0 turns the floor off.
+	MinFreeBytes int64 `toml:"min_free_bytes"`
 	// IngestURL is the relay's internal hit endpoint (http or https). Empty
 	// in `serve`, where hits go to the relay in-process.
 	IngestURL string `toml:"ingest_url"`
@@ -64,6 +86,10 @@ const (
 	DefaultShipBatch        = 1000
 	DefaultShipInterval     = time.Second
 	DefaultShutdownTimeout  = 10 * time.Second
+	DefaultDurability       = "process"
+	DefaultFlushInterval    = 10 * time.Millisecond
+	DefaultHitsMinFreeBytes = 128 << 20
+	maxFlushInterval        = 10 * time.Second
 	maxShipBatch            = 10000
 	minIngestSecret         = 16
 )
@@ -84,6 +110,15 @@ func (r *Redirector) SetDefaults() {
 	}
 	if r.ShutdownTimeout == 0 {
 		r.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if r.Durability == "" {
+		r.Durability = DefaultDurability
+	}
+	if r.FlushInterval == 0 {
+		r.FlushInterval = DefaultFlushInterval
+	}
+	if r.MinFreeBytes == 0 {
+		r.MinFreeBytes = DefaultHitsMinFreeBytes
 	}
 }
 
@@ -144,6 +179,15 @@ func (r *Redirector) Validate() error {
 	}
 	if r.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be > 0")
+	}
+	if r.Durability != "process" && r.Durability != "disk" {
+		bad("durability", `want "process" or "disk", got %q`, r.Durability)
+	}
+	if r.FlushInterval <= 0 || r.FlushInterval > maxFlushInterval {
+		bad("flush_interval", "must be > 0 and at most %v", maxFlushInterval)
+	}
+	if r.MinFreeBytes < 0 {
+		bad("min_free_bytes", "must be >= 0 (0 turns the floor off)")
 	}
 	return errors.Join(errs...)
 }

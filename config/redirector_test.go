@@ -13,7 +13,8 @@ func TestRedirectorDefaultsValidate(t *testing.T) {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
 	if r.Listen != DefaultRedirectorListen || r.AdminListen != DefaultRedirectorAdmin || r.ShipBatch != DefaultShipBatch ||
-		r.ShipInterval != DefaultShipInterval || r.ShutdownTimeout != DefaultShutdownTimeout {
+		r.ShipInterval != DefaultShipInterval || r.ShutdownTimeout != DefaultShutdownTimeout ||
+		r.Durability != "process" || r.FlushInterval != 10*time.Millisecond || r.MinFreeBytes != 128<<20 {
 		t.Fatalf("defaults %+v", r)
 	}
 	if err := r.ValidateStandalone(); err == nil || !strings.Contains(err.Error(), "redirector.ingest_url") || !strings.Contains(err.Error(), "redirector.ingest_secret") {
@@ -38,6 +39,11 @@ func TestRedirectorValidate(t *testing.T) {
 		{"domain with port", func(r *Redirector) { r.ClickDomains = []string{"click.example.com:8443", "[::1]:80"} }, ""},
 		{"negative age", func(r *Redirector) { r.MaxLinkAge = -time.Hour }, "redirector.max_link_age"},
 		{"bad proxy", func(r *Redirector) { r.TrustedProxies = []string{"10.0.0.0/33"} }, "redirector.trusted_proxies"},
+		{"disk durability", func(r *Redirector) { r.Durability = "disk" }, ""},
+		{"bad durability", func(r *Redirector) { r.Durability = "fsync" }, "redirector.durability"},
+		{"zero flush interval", func(r *Redirector) { r.FlushInterval = -time.Millisecond }, "redirector.flush_interval"},
+		{"huge flush interval", func(r *Redirector) { r.FlushInterval = time.Hour }, "redirector.flush_interval"},
+		{"negative floor", func(r *Redirector) { r.MinFreeBytes = -1 }, "redirector.min_free_bytes"},
 		{"proxies", func(r *Redirector) { r.TrustedProxies = []string{"10.0.0.0/8", "::1", "192.0.2.7"} }, ""},
 		{"ingest not http", func(r *Redirector) { r.IngestURL = "ftp://relay/hits" }, "redirector.ingest_url"},
 		{"short secret", func(r *Redirector) { r.IngestSecret = "short" }, "redirector.ingest_secret"},

@@ -277,13 +277,19 @@ func (p *public) stop() {
 
 // close closes the listeners (on a failed start) and stops certmagic.
 func (p *public) close() {
+	p.closeListeners()
+	p.stop()
+}
+
+// closeListeners closes the public listeners; closing one twice is
+// harmless.
+func (p *public) closeListeners() {
 	if p.ln != nil {
 		p.ln.Close()
 	}
 	if p.tln != nil {
 		p.tln.Close()
 	}
-	p.stop()
 }
 
 // tlsMetrics count what the HTTPS side does.

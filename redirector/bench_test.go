@@ -9,10 +9,13 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/trackrelay/trackrelay/rewrite"
+	"github.com/trackrelay/trackrelay/store"
 )
 
-// BenchmarkHandler measures durable hits over real loopback HTTP: every
-// request is journaled and fsynced (shared commits) before its 302. The
+// BenchmarkHandler measures hits over real loopback HTTP: every request is
+// journaled before its 302, written and fdatasynced (shared commits) in
+// disk durability, written (fdatasynced every 10 ms behind) in process
+// durability. The
 // "bare302" case is the same HTTP stack answering a fixed 302 with no
 // token and no journal (bare fasthttp), the baseline to read the others
 // against.
@@ -31,7 +34,8 @@ func BenchmarkHandler(b *testing.B) {
 		h    *Handler
 	}{
 		{"bare302", nil},
-		{"durable", newEnvFor(b, codec)},
+		{"disk", newEnvFor(b, codec)},
+		{"process", newEnvFor(b, codec, store.JournalOptions{Durability: store.DurabilityProcess})},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")

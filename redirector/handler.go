@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
@@ -29,6 +30,16 @@ const (
 var pixelGIF = []byte("GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
 
 const notFoundBody = "404 not found\n"
+
+// unknownHostBody is the page for a Host that is no click domain here. It
+// names no domain that is.
+const unknownHostBody = "404 not found\n\nThis host is not a click domain served here.\n"
+
+// The answer to a hit the journal could not keep.
+const (
+	retryAfter      = "5"
+	unavailableBody = "503 service unavailable\n\nThis link could not be followed just now. Please try again in a moment.\n"
+)
 
 // Serve answers one request to a click domain. It is the
 // fasthttp.RequestHandler that NewHTTPServer runs.
@@ -52,7 +63,8 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if !h.knownHost(string(ctx.Request.Header.Host()), ctx.IsTLS()) {
-		h.notFound(ctx, "host")
+		h.m.count("not_found_host")
+		plainFast(ctx, fasthttp.StatusNotFound, unknownHostBody)
 		return
 	}
 	head := ctx.IsHead()
@@ -118,16 +130,23 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	// at server shutdown, and a hit that is being made durable then must
 	// still be answered, not dropped.
 	if err := h.journal.Append(context.Background(), hit); err != nil {
-		// The reader must not see a broken link: answer anyway, and make
-		// the loss loud.
+		// No 302 (or pixel) for a hit that was not kept: the reader is
+		// asked to try again in a moment, and the link works again as
+		// soon as the journal does (see README, "Architecture").
 		h.m.journalErrors.Inc()
-		h.log.Error("journal append failed", "err", err, "kind", hit.Kind)
-	} else {
-		h.m.hitKind[hit.Kind].Inc()
-		select {
-		case h.kick <- struct{}{}:
-		default:
+		if now := time.Now().UnixNano(); now-h.lastErrLog.Load() >= int64(time.Second) {
+			h.lastErrLog.Store(now) // at most about one line a second under load
+			h.log.Error("journal append failed; answered 503", "err", err, "kind", hit.Kind)
 		}
+		ctx.Response.Header.Set("Retry-After", retryAfter)
+		plainFast(ctx, fasthttp.StatusServiceUnavailable, unavailableBody)
+		h.m.count("unavailable")
+		return
+	}
+	h.m.hitKind[hit.Kind].Inc()
+	select {
+	case h.kick <- struct{}{}:
+	default:
 	}
 
 	hdr := &ctx.Response.Header
@@ -181,16 +200,21 @@ func (h *Handler) badRequest(ctx *fasthttp.RequestCtx, err error) {
 	ctx.SetConnectionClose()
 }
 
-// health answers /healthz and /readyz.
+// health answers /healthz and /readyz. /readyz fails while draining and
+// while the journal cannot keep hits (then every hit would get a 503).
 func (h *Handler) health(path string) (int, string) {
 	h.m.count("health")
-	if path == "/readyz" && h.draining.Load() {
+	if path != "/readyz" {
+		return http.StatusOK, "ok\n"
+	}
+	if h.draining.Load() {
 		return http.StatusServiceUnavailable, "draining\n"
 	}
-	if path == "/readyz" {
-		return http.StatusOK, "ready\n"
+	if h.journal.Ready() != nil {
+		// The reason is in the metrics and the log, not on the public edge.
+		return http.StatusServiceUnavailable, "not ready: hits cannot be kept\n"
 	}
-	return http.StatusOK, "ok\n"
+	return http.StatusOK, "ready\n"
 }
 
 // HealthHandler serves /healthz and /readyz over net/http, for the admin

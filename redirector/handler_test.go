@@ -259,6 +259,11 @@ func TestHosts(t *testing.T) {
 			if !tc.ok && ((r.code != http.StatusNotFound && (tc.host != "" || r.code != http.StatusBadRequest)) || r.location != "") {
 				t.Fatalf("%q: %d %q, want 404", tc.host, r.code, r.location)
 			}
+			// The page says why, and names no click domain.
+			if !tc.ok && r.code == http.StatusNotFound &&
+				(!strings.Contains(r.body, "not a click domain served here") || strings.Contains(r.body, "click.example.com") || strings.Contains(strings.ToLower(r.body), "other.example.net")) {
+				t.Fatalf("%q: page %q", tc.host, r.body)
+			}
 		})
 	}
 }
@@ -401,22 +406,29 @@ func TestMethodsAndHealth(t *testing.T) {
 	}
 }
 
-func TestJournalFailureStillRedirects(t *testing.T) {
+// TestJournalFailureNoRedirect: a hit the journal cannot keep gets no
+// 302 and no pixel, but a 503 that asks to try again, and is counted.
+func TestJournalFailureNoRedirect(t *testing.T) {
 	e := newEnv(t)
 	tok := "/" + e.tok(click("shop.example.com"))
 	if err := e.journal.Close(); err != nil {
 		t.Fatal(err)
 	}
 	r := e.get(tok + "/x")
-	if r.code != http.StatusFound || r.location != "https://shop.example.com/x" {
-		t.Fatalf("%d %q", r.code, r.location)
+	if r.code != http.StatusServiceUnavailable || r.location != "" || r.header.Get("Retry-After") == "" ||
+		!strings.Contains(r.body, "try again in a moment") {
+		t.Fatalf("click with a closed journal: %d %q Retry-After %q %q", r.code, r.location, r.header.Get("Retry-After"), r.body)
+	}
+	pix := e.get("/" + e.tok(rewrite.Token{Kind: rewrite.KindPixel, MessageID: freshID()}))
+	if pix.code != http.StatusServiceUnavailable || pix.body == string(pixelGIF) {
+		t.Fatalf("pixel with a closed journal: %d", pix.code)
 	}
 	mfs, err := e.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "trackrelay_redirector_journal_errors_total" && mf.GetMetric()[0].GetCounter().GetValue() == 1 {
+		if mf.GetName() == "trackrelay_redirector_journal_errors_total" && mf.GetMetric()[0].GetCounter().GetValue() == 2 {
 			return
 		}
 	}

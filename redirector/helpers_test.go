@@ -185,10 +185,15 @@ func expectNotFound(t *testing.T, what string, r response) {
 	}
 }
 
-// newEnvFor returns a bare handler with a journal, for fuzzing.
-func newEnvFor(tb testing.TB, codec *rewrite.Codec) *Handler {
+// newEnvFor returns a bare handler with a journal (disk durability, or
+// as o says), for fuzzing and benchmarks.
+func newEnvFor(tb testing.TB, codec *rewrite.Codec, o ...store.JournalOptions) *Handler {
 	tb.Helper()
-	j, err := store.OpenJournal(filepath.Join(tb.TempDir(), "journal.db"))
+	var opts store.JournalOptions
+	if len(o) > 0 {
+		opts = o[0]
+	}
+	j, err := store.OpenJournalWith(filepath.Join(tb.TempDir(), "journal.db"), opts)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -21,7 +21,7 @@ type metrics struct {
 }
 
 // outcomes are the values of the requests counter's label.
-var outcomes = []string{"redirect", "pixel", "health", "method", "bad_request",
+var outcomes = []string{"redirect", "pixel", "health", "method", "bad_request", "unavailable",
 	"not_found_host", "not_found_path", "not_found_token", "not_found_expired", "not_found_location", "not_found_kind"}
 
 // count adds one request with outcome o (one of outcomes).
@@ -45,7 +45,7 @@ func newMetrics(reg prometheus.Registerer, j *store.Journal, now func() time.Tim
 		}, []string{"kind"}),
 		journalErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "trackrelay_redirector_journal_errors_total",
-			Help: "Hits answered although the journal could not store them (lost).",
+			Help: "Hits the journal could not keep, answered 503 (never a 302).",
 		}),
 		shipped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "trackrelay_redirector_shipped_hits_total",
@@ -87,8 +87,28 @@ func newMetrics(reg prometheus.Registerer, j *store.Journal, now func() time.Tim
 		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "trackrelay_redirector_journal_commits_total",
-			Help: "Group commits (fsyncs) of the journal.",
+			Help: "Group commits (writes) into the journal's hit log.",
 		}, func() float64 { return float64(j.Commits()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "trackrelay_redirector_journal_flushes_total",
+			Help: "fdatasyncs of the journal's hit log.",
+		}, func() float64 { return float64(j.Flushes()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "trackrelay_redirector_journal_unsynced_bytes",
+			Help: "Bytes written to the hit log and not yet fdatasynced (process durability).",
+		}, func() float64 {
+			w, s := j.LogPosition()
+			return float64(w - s)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "trackrelay_redirector_journal_ready",
+			Help: "1 when the journal can keep new hits, 0 when they are answered 503.",
+		}, func() float64 {
+			if j.Ready() != nil {
+				return 0
+			}
+			return 1
+		}),
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -74,6 +74,8 @@ type Handler struct {
 
 	dyn        *domainCache // Config.Policy, cached; nil without one
 	challenger *domaincheck.Challenger
+	// lastErrLog is when a failed append was last logged (UnixNano).
+	lastErrLog atomic.Int64
 }
 
 type domain struct {

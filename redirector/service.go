@@ -29,6 +29,9 @@ type Options struct {
 	Listen, TLSListen string
 	TLSCert, TLSKey   string
 	ACME              *ACME
+	// Journal tunes the journal: durability, flush interval and the hits'
+	// floor on free disk space.
+	Journal store.JournalOptions
 	// AdminListen serves /healthz, /readyz and /metrics; "" = none.
 	AdminListen string
 	// Gatherer is what /metrics shows; nil is the default registry.
@@ -67,7 +70,7 @@ func Start(o Options) (s *Service, err error) {
 	if o.Sink == nil {
 		return nil, errors.New("redirector: no sink to ship hits to")
 	}
-	j, err := store.OpenJournal(o.JournalPath)
+	j, err := store.OpenJournalWith(o.JournalPath, o.Journal)
 	if err != nil {
 		return nil, err
 	}
@@ -122,8 +125,14 @@ func Start(o Options) (s *Service, err error) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if err := s.srv.Serve(ln); err != nil {
-				s.errc <- fmt.Errorf("redirector: serve: %w", err)
+			// An error once shutting down is the listener closing under
+			// Serve (Shutdown closes them itself, in case Serve had not
+			// registered it with fasthttp yet).
+			if err := s.srv.Serve(ln); err != nil && !s.h.draining.Load() {
+				select {
+				case s.errc <- fmt.Errorf("redirector: serve: %w", err):
+				default:
+				}
 			}
 		}()
 	}
@@ -136,7 +145,8 @@ func Start(o Options) (s *Service, err error) {
 			}
 		}()
 	}
-	log.Info("redirector listening", "addr", s.ln.Addr().String(), "tls_addr", s.TLSAddr(), "tls", s.pub.tls, "acme", o.ACME != nil, "pending_hits", j.Len())
+	log.Info("redirector listening", "addr", s.ln.Addr().String(), "tls_addr", s.TLSAddr(), "tls", s.pub.tls, "acme", o.ACME != nil,
+		"pending_hits", j.Len(), "durability", o.Journal.Durability.String())
 	return s, nil
 }
 
@@ -232,6 +242,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		if err := s.srv.ShutdownWithContext(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("redirector: shutdown: %w", err))
 		}
+		// fasthttp closes only the listeners its Serve has registered: one
+		// whose Serve had not yet started would accept for ever.
+		s.pub.closeListeners()
 		if s.admin != nil {
 			_ = s.admin.Close()
 		}

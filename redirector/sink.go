@@ -83,6 +83,27 @@ func CheckedSink(sink Sink) Sink {
 	})
 }
 
+// ErrDiskReserve is what a ReserveSink returns while the disk is below
+// the hits' floor: the batch is not stored, and the shipper retries it.
+var ErrDiskReserve = errors.New("redirector: disk below the hits' floor (redirector.min_free_bytes): hits not stored now")
+
+// ReserveSink returns a Sink that hands batches to sink only while the
+// file system holding dir has at least minFree bytes free, and otherwise
+// fails them with ErrDiskReserve (the shipper keeps them and retries). It
+// guards the relay's store of hits, so that hits never take the last free
+// space, which mail needs. minFree <= 0 is sink itself.
+func ReserveSink(sink Sink, dir string, minFree int64) Sink {
+	if minFree <= 0 {
+		return sink
+	}
+	return SinkFunc(func(ctx context.Context, hits []store.Hit) error {
+		if free, err := store.FreeBytes(dir); err == nil && free < minFree {
+			return fmt.Errorf("%w: %s has %d bytes free, the floor is %d", ErrDiskReserve, dir, free, minFree)
+		}
+		return sink.Ingest(ctx, hits)
+	})
+}
+
 // Limits of the ingest endpoint.
 const (
 	// MaxIngestBody bounds one POST to the ingest endpoint.

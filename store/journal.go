@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -21,10 +22,6 @@ var journalBucket = []byte("hits")
 
 // ErrJournalClosed is returned by Append after Close.
 var ErrJournalClosed = errors.New("store: journal closed")
-
-// errLogFull fails a commit when the log has no room: its older segment
-// still holds hits that could not be put into bbolt.
-var errLogFull = errors.New("store: journal: hit log full and bbolt failing")
 
 var errTestSpill = errors.New("store: journal: spill failed (test)")
 
@@ -56,11 +53,64 @@ const (
 	watermarkEvery = time.Second
 )
 
-// Journal is the redirector's own hit journal, in which every hit is made
-// durable (fsynced) before the redirector answers, and from which the
-// shipper sends hits to the relay and then deletes them. It is a bbolt
-// file with an append log in front (see hitlog.go): Append writes to the
-// log with one fdatasync shared by every hit waiting at that moment.
+// Durability says when Append returns, against which fault.
+type Durability int
+
+const (
+	// DurabilityDisk: Append returns once the hit is written and
+	// fdatasynced (one fdatasync shared by every hit waiting at that
+	// moment). Nothing acknowledged is lost to a power cut or a kernel
+	// crash. The zero value.
+	DurabilityDisk Durability = iota
+	// DurabilityProcess: Append returns once the hit is written into the
+	// kernel (write(2) into the log); a background flusher fdatasyncs the
+	// log at least every FlushInterval. A killed process loses nothing
+	// acknowledged (the kernel holds the bytes); a power cut or kernel
+	// crash loses at most the last interval: the guarantee of PostgreSQL's
+	// synchronous_commit = off and of Kafka's default.
+	DurabilityProcess
+)
+
+// String is the config's name for d.
+func (d Durability) String() string {
+	if d == DurabilityProcess {
+		return "process"
+	}
+	return "disk"
+}
+
+// DefaultFlushInterval is how long, at most, a hit written in process
+// durability waits for its fdatasync.
+const DefaultFlushInterval = 10 * time.Millisecond
+
+// JournalOptions tune a Journal; the zero value is disk durability with
+// no free-space floor.
+type JournalOptions struct {
+	Durability Durability
+	// FlushInterval bounds, in process durability, how long a written hit
+	// waits for its fdatasync; 0 is DefaultFlushInterval.
+	FlushInterval time.Duration
+	// MinFree is the hits' floor: the journal grows its bbolt file (spills
+	// hits into it, or preallocates ahead) only while the file system
+	// holding it has at least this many bytes free, so hits never take the
+	// last free space, which is mail's. Below it, hits are kept in the
+	// hit log, which is preallocated at open and so needs no new space (the
+	// hits' own reserve); once the log is full too, Append fails and Ready
+	// says why. 0: no floor.
+	MinFree int64
+}
+
+// ErrHitsFull is what Append and Ready return when the hit log is full and
+// its hits can be put nowhere else (bbolt refused: the disk is at the
+// hits' floor, or failing), so a new hit cannot be kept.
+var ErrHitsFull = errors.New("store: journal: hit log full and no room to spill it (disk low or failing)")
+
+// Journal is the redirector's own hit journal, in which every hit is
+// written (and, in disk durability, fdatasynced) before the redirector
+// answers, and from which the shipper sends hits to the relay and then
+// deletes them. It is a bbolt file with an append log in front (see
+// hitlog.go): Append writes to the log with one write (and one fdatasync)
+// shared by every hit waiting at that moment.
 //
 // A logged hit is kept in memory until the shipper has shipped it and
 // deletes it, which in normal running is a fraction of a second later:
@@ -111,10 +161,31 @@ type Journal struct {
 
 	n        atomic.Int64 // hits in bbolt
 	queued   atomic.Int64 // hits in mq
-	syncer   *dataSyncer  // the log's fdatasync; the writer's
-	commits  atomic.Int64 // group commits (log fsyncs) done
+	syncer   *dataSyncer  // the log's fdatasync; the writer's (disk) or the flusher's (process)
+	commits  atomic.Int64 // group commits (log writes) done
 	commitNs atomic.Int64 // time spent in them
 	waiters  sync.Pool
+
+	opts       JournalOptions
+	spillTries uint64       // spill attempts finished; mmu
+	logFull    bool         // the writer found the log full and could not spill; mmu
+	lowDisk    atomic.Bool  // the mover's last look found the disk below MinFree
+	curRoom    atomic.Int64 // bytes left in the current segment (the writer's)
+	curSeg     atomic.Int32 // the current segment (the writer's)
+
+	// The log's position in bytes written since open, and how far of it
+	// is known fdatasynced; fmu guards dirty and dirtySince, and orders
+	// written with them.
+	fmu        sync.Mutex
+	written    atomic.Int64
+	synced     atomic.Int64
+	dirty      [2]bool   // segments written since their last fdatasync
+	dirtySince time.Time // when the oldest unsynced write was made
+	syncErr    atomic.Pointer[error]
+	flushes    atomic.Int64
+	flushKick  chan struct{} // the writer wakes the flusher (process)
+	flushStop  chan struct{}
+	flushDone  chan struct{}
 }
 
 type journalReq struct {
@@ -123,9 +194,23 @@ type journalReq struct {
 	done     chan error
 }
 
-// OpenJournal opens (creating if needed) the journal at path. It waits at
-// most a second for another process's lock.
+// OpenJournal opens (creating if needed) the journal at path with disk
+// durability (JournalOptions' zero value). It waits at most a second for
+// another process's lock.
 func OpenJournal(path string) (*Journal, error) {
+	return OpenJournalWith(path, JournalOptions{})
+}
+
+// OpenJournalWith opens (creating if needed) the journal at path, and the
+// folders on the way to it (mode 0700), with options o. It waits at most a
+// second for another process's lock.
+func OpenJournalWith(path string, o JournalOptions) (*Journal, error) {
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = DefaultFlushInterval
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: open journal %s: %w", path, err)
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: time.Second,
 		// The freelist is rebuilt on open instead of written on every
@@ -146,6 +231,10 @@ func OpenJournal(path string) (*Journal, error) {
 		reqs:      make(chan *journalReq, maxCommit),
 		done:      make(chan struct{}),
 		moverDone: make(chan struct{}),
+		opts:      o,
+		flushKick: make(chan struct{}, 1),
+		flushStop: make(chan struct{}),
+		flushDone: make(chan struct{}),
 	}
 	j.mcond = sync.NewCond(&j.mmu)
 	j.urgent = -1
@@ -167,10 +256,16 @@ func OpenJournal(path string) (*Journal, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	j.curRoom.Store(logSegSize - j.segs[j.cur].off)
 	j.waiters.New = func() any { return make(chan error, 1) }
 	j.syncer = newDataSyncer()
 	go j.loop()
 	go j.mover()
+	if o.Durability == DurabilityProcess {
+		go j.flusher()
+	} else {
+		close(j.flushDone)
+	}
 	return j, nil
 }
 
@@ -261,9 +356,11 @@ func (j *Journal) NewHitID() string {
 	return FormatID(j.ids.Next()) + j.node
 }
 
-// Append makes h durable: it returns nil only once h is written and
-// fsynced. h.ID must be set (NewHitID). If ctx ends first Append returns
-// ctx's error, and h may or may not be in the journal.
+// Append makes h durable: it returns nil only once h is written into the
+// log, and in disk durability fdatasynced too (see Durability). h.ID must
+// be set (NewHitID). If ctx ends first Append returns ctx's error, and h
+// may or may not be in the journal. When the log is full and cannot be
+// spilled it fails at once with ErrHitsFull.
 func (j *Journal) Append(ctx context.Context, h Hit) error {
 	if h.ID == "" || len(h.ID) > 255 {
 		return errors.New("store: journal: hit without a valid id")
@@ -371,30 +468,26 @@ func (j *Journal) loop() {
 }
 
 // writeLog appends batch (size bytes framed) to the current segment,
-// switching segments when it does not fit, and makes it durable.
+// switching segments when it does not fit, and, in disk durability, makes
+// it durable; in process durability the flusher does that.
 func (j *Journal) writeLog(batch []*journalReq, size int) error {
+	if p := j.syncErr.Load(); p != nil {
+		// A failed flush may have lost what it covered: no new hit is
+		// acknowledged until a flush works again (the flusher retries).
+		return *p
+	}
 	seg := &j.segs[j.cur]
 	if seg.off+int64(size) > logSegSize {
 		// The other segment is reused once every hit it holds is
 		// settled: the mover spills the unsettled ones into bbolt now.
-		// If bbolt keeps failing (a full disk), the writer gives up
-		// after maxSpillWait, or at once when closing, and fails the
-		// batch: the redirector then answers and counts the hits as
-		// lost, instead of leaving every request hanging.
 		other := 1 - j.cur
 		j.mmu.Lock()
-		since := time.Now()
-		for j.unsafe[other] > 0 {
-			if j.closing && j.spillErr || time.Since(since) > j.spillWait {
-				j.urgent = -1
-				j.mmu.Unlock()
-				return errLogFull
-			}
-			j.urgent = other
-			j.mcond.Broadcast()
-			j.mcond.Wait() // the mover's tick wakes this too
+		if err := j.waitSegment(other); err != nil {
+			j.mmu.Unlock()
+			return err
 		}
 		j.urgent = -1
+		j.logFull = false
 		j.mmu.Unlock()
 		j.nextGen++
 		j.cur, seg = other, &j.segs[other]
@@ -415,12 +508,31 @@ func (j *Journal) writeLog(batch []*journalReq, size int) error {
 	if _, err := seg.f.WriteAt(buf, at); err != nil {
 		return err
 	}
-	// The file's size never changes (preallocated), so fdatasync flushes
-	// only the data (through AIO on Linux: see datasync_linux.go).
-	if err := j.syncer.sync(seg.f); err != nil {
-		return err
+	if j.opts.Durability == DurabilityDisk {
+		// The file's size never changes (preallocated), so fdatasync
+		// flushes only the data (through AIO on Linux: see
+		// datasync_linux.go).
+		if err := j.syncer.sync(seg.f); err != nil {
+			return err
+		}
+		j.synced.Store(j.written.Add(int64(len(buf))))
+		j.flushes.Add(1)
+	} else {
+		j.fmu.Lock()
+		if !j.dirty[0] && !j.dirty[1] {
+			j.dirtySince = now
+		}
+		j.dirty[j.cur] = true
+		j.written.Add(int64(len(buf)))
+		j.fmu.Unlock()
+		select {
+		case j.flushKick <- struct{}{}:
+		default:
+		}
 	}
 	seg.off = at + int64(len(buf))
+	j.curRoom.Store(logSegSize - seg.off)
+	j.curSeg.Store(int32(j.cur))
 	j.mmu.Lock()
 	for i := range recs {
 		j.seq++
@@ -431,6 +543,98 @@ func (j *Journal) writeLog(batch []*journalReq, size int) error {
 	j.queued.Add(int64(len(recs)))
 	j.mmu.Unlock()
 	return nil
+}
+
+// waitSegment waits until segment seg holds no unsettled hit, asking the
+// mover to spill them. It gives up with ErrHitsFull when the mover cannot
+// (bbolt failing or the disk at the hits' floor): at once when an attempt
+// made during this wait failed, or when the log was already found full,
+// or at close; else after spillWait. Requests are then answered at once
+// instead of hanging. j.mmu is held.
+func (j *Journal) waitSegment(seg int) error {
+	since, tries := time.Now(), j.spillTries
+	for j.unsafe[seg] > 0 {
+		if j.spillErr && (j.logFull || j.closing || j.spillTries > tries) || time.Since(since) > j.spillWait {
+			// urgent stays set: the mover keeps trying, and the next
+			// batch goes on as soon as it succeeds.
+			j.logFull = true
+			return ErrHitsFull
+		}
+		j.urgent = seg
+		j.mcond.Broadcast()
+		j.mcond.Wait() // the mover's tick wakes this too
+	}
+	return nil
+}
+
+// flusher is process durability's background fdatasync: once the log has
+// been written, it waits until the oldest unsynced write is FlushInterval
+// old and flushes every segment written since (group commit: one flush
+// covers every hit written meanwhile). At Close it flushes what is left.
+func (j *Journal) flusher() {
+	defer close(j.flushDone)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-j.flushKick:
+		case <-j.flushStop:
+			j.flush()
+			return
+		}
+		j.fmu.Lock()
+		wait := time.Until(j.dirtySince.Add(j.opts.FlushInterval))
+		j.fmu.Unlock()
+		if wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-j.flushStop:
+				timer.Stop()
+				j.flush()
+				return
+			}
+		}
+		j.flush()
+	}
+}
+
+// flush fdatasyncs the segments written since the last flush and moves
+// the synced position up to what was written before it began.
+func (j *Journal) flush() {
+	j.fmu.Lock()
+	dirty, upto := j.dirty, j.written.Load()
+	j.dirty = [2]bool{}
+	j.fmu.Unlock()
+	if !dirty[0] && !dirty[1] {
+		return
+	}
+	var err error
+	for i, d := range dirty {
+		if d {
+			if e := j.syncer.sync(j.segs[i].f); e != nil && err == nil {
+				err = e
+			}
+		}
+	}
+	if err != nil {
+		j.fmu.Lock()
+		for i, d := range dirty {
+			j.dirty[i] = j.dirty[i] || d
+		}
+		j.dirtySince = time.Now() // retried after an interval
+		j.fmu.Unlock()
+		e := fmt.Errorf("store: journal: hit log fdatasync: %w", err)
+		j.syncErr.Store(&e)
+		select {
+		case j.flushKick <- struct{}{}:
+		default:
+		}
+		return
+	}
+	j.synced.Store(upto)
+	j.flushes.Add(1)
+	j.syncErr.Store(nil)
 }
 
 // watermark is a log position: generation and offset.
@@ -477,14 +681,25 @@ func (j *Journal) mover() {
 	for {
 		j.mmu.Lock()
 		var spill []*logRec
+		var markDue, refused bool
 		for {
 			now := time.Now()
 			spill = j.toSpill(now)
-			markDue := j.safeDirty && now.Sub(lastMark) >= watermarkEvery
+			markDue = j.safeDirty && now.Sub(lastMark) >= watermarkEvery
 			if len(spill) > 0 || len(j.mdel) > 0 || markDue || j.stop {
 				break
 			}
 			j.mcond.Wait()
+		}
+		if len(spill) > 0 && j.opts.MinFree > 0 {
+			// A spill grows the bbolt file: only above the hits' floor.
+			// (Deletes and the watermark go on: they free space.)
+			j.mmu.Unlock()
+			room := j.roomToGrow()
+			j.mmu.Lock()
+			if spill = j.toSpill(time.Now()); !room && len(spill) > 0 {
+				spill, refused = nil, true
+			}
 		}
 		dels, stopping := j.mdel, j.stop
 		j.mdel = nil
@@ -493,9 +708,11 @@ func (j *Journal) mover() {
 		}
 		marks := j.safe
 		j.safeDirty = false
-		if stopping {
+		if stopping && !refused {
 			// The writer has stopped and this spill takes every hit
-			// still held: the whole log is settled or in bbolt.
+			// still held: the whole log is settled or in bbolt. (Not
+			// when the spill was refused: those hits stay in the log,
+			// past the watermark, for the next open.)
 			for i := range j.segs {
 				if j.segs[i].gen != 0 {
 					marks[i] = watermark{j.segs[i].gen, j.segs[i].off}
@@ -506,49 +723,10 @@ func (j *Journal) mover() {
 
 		var added int64
 		deleted := make([]int64, len(dels))
-		err := j.db.Update(func(tx *bolt.Tx) error {
-			if j.failSpill.Load() {
-				return errTestSpill
-			}
-			b := tx.Bucket(journalBucket)
-			// Keys are time-ordered, so puts append: full leaves split
-			// less and leave fewer dirty pages per commit.
-			b.FillPercent = 1.0
-			added = 0
-			for _, r := range spill {
-				if b.Get(r.key) == nil {
-					added++
-				}
-				if err := b.Put(r.key, r.val); err != nil {
-					return err
-				}
-				// A spill is a prefix of the unsettled hits: everything
-				// up to r is now settled or in bbolt.
-				marks[r.seg].advance(r.gen, r.end)
-			}
-			lb := tx.Bucket(logBucket)
-			for i, m := range marks {
-				if m.gen != 0 {
-					if err := lb.Put(watermarkKey(i), encodeWatermark(m.gen, m.end)); err != nil {
-						return err
-					}
-				}
-			}
-			for i, d := range dels {
-				deleted[i] = 0
-				for _, k := range d.del {
-					if b.Get(k) == nil {
-						continue
-					}
-					if err := b.Delete(k); err != nil {
-						return err
-					}
-					deleted[i]++
-				}
-				added -= deleted[i]
-			}
-			return nil
-		})
+		var err error
+		if len(spill) > 0 || len(dels) > 0 || markDue || stopping {
+			err = j.update(spill, dels, marks, &added, deleted)
+		}
 		if err != nil {
 			err = fmt.Errorf("store: journal: %w", err)
 		} else {
@@ -556,22 +734,37 @@ func (j *Journal) mover() {
 			lastMark = time.Now()
 		}
 		for _, d := range dels {
-			d.done <- err
+			d.done <- err // the deletes went through, whether or not the spill was refused
 		}
+		failed := err != nil || refused
 		j.mmu.Lock()
 		j.spilling = 0
-		j.spillErr = err != nil
-		if err != nil {
+		j.spillErr = failed
+		if len(spill) > 0 || refused {
+			j.spillTries++
+		}
+		if failed {
 			// The hits are safe in the log; try again. At shutdown they
 			// stay there and go into bbolt on the next open.
 			j.safeDirty = true
 			j.mcond.Broadcast()
-			j.mmu.Unlock()
 			if stopping {
+				j.mmu.Unlock()
 				return
 			}
+			// While the writer waits for a segment, retry every tick;
+			// else back off, but start again at once when it begins to
+			// wait.
+			wasUrgent := j.urgent >= 0
 			backoff = min(max(2*backoff, 10*time.Millisecond), time.Second)
-			time.Sleep(backoff)
+			if wasUrgent {
+				backoff = moverTick
+			}
+			until := time.Now().Add(backoff)
+			for time.Now().Before(until) && !j.stop && (wasUrgent || j.urgent < 0) {
+				j.mcond.Wait() // the ticker wakes it
+			}
+			j.mmu.Unlock()
 			continue
 		}
 		backoff = 0
@@ -589,6 +782,56 @@ func (j *Journal) mover() {
 			return
 		}
 	}
+}
+
+// update is the mover's one bbolt transaction: it puts the spilled hits,
+// records the watermarks, and runs the deletes, counting what it added
+// and deleted.
+func (j *Journal) update(spill []*logRec, dels []*journalReq, marks [2]watermark, addedp *int64, deleted []int64) error {
+	return j.db.Update(func(tx *bolt.Tx) error {
+		if j.failSpill.Load() {
+			return errTestSpill
+		}
+		b := tx.Bucket(journalBucket)
+		// Keys are time-ordered, so puts append: full leaves split
+		// less and leave fewer dirty pages per commit.
+		b.FillPercent = 1.0
+		var added int64
+		for _, r := range spill {
+			if b.Get(r.key) == nil {
+				added++
+			}
+			if err := b.Put(r.key, r.val); err != nil {
+				return err
+			}
+			// A spill is a prefix of the unsettled hits: everything
+			// up to r is now settled or in bbolt.
+			marks[r.seg].advance(r.gen, r.end)
+		}
+		lb := tx.Bucket(logBucket)
+		for i, m := range marks {
+			if m.gen != 0 {
+				if err := lb.Put(watermarkKey(i), encodeWatermark(m.gen, m.end)); err != nil {
+					return err
+				}
+			}
+		}
+		for i, d := range dels {
+			deleted[i] = 0
+			for _, k := range d.del {
+				if b.Get(k) == nil {
+					continue
+				}
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+				deleted[i]++
+			}
+			added -= deleted[i]
+		}
+		*addedp = added
+		return nil
+	})
 }
 
 // toSpill returns the hits the mover should put into bbolt now, a prefix
@@ -654,6 +897,9 @@ func (j *Journal) ensureRoom() error {
 	}
 	if used+preallocChunk/2 <= j.filesz {
 		return nil
+	}
+	if !j.roomToGrow() {
+		return nil // at the hits' floor: bbolt's own growth is refused too (see mover)
 	}
 	f, err := os.OpenFile(j.path, os.O_WRONLY, 0)
 	if err != nil {
@@ -819,14 +1065,67 @@ func (j *Journal) left(r *logRec) {
 	}
 }
 
+// roomToGrow says whether the bbolt file may grow: the file system holding
+// it has at least MinFree bytes free (or no floor is set, or the free
+// space cannot be read).
+func (j *Journal) roomToGrow() bool {
+	if j.opts.MinFree <= 0 {
+		return true
+	}
+	free, err := FreeBytes(filepath.Dir(j.path))
+	low := err == nil && free < j.opts.MinFree
+	j.lowDisk.Store(low)
+	return !low
+}
+
+// readyMargin: when less than this is left in the current log segment and
+// the other cannot be reused, the journal is about to refuse hits.
+const readyMargin = logSegSize / 4
+
+// Ready says whether the journal can keep new hits: nil, or why not: the
+// hit log is full (or nearly) and cannot be spilled (ErrHitsFull), or the
+// last background flush failed.
+func (j *Journal) Ready() error {
+	if p := j.syncErr.Load(); p != nil {
+		return *p
+	}
+	j.mmu.Lock()
+	other := 1 - int(j.curSeg.Load())
+	blocked := j.unsafe[other] > 0 && (j.logFull || j.curRoom.Load() < readyMargin)
+	stuck := j.spillErr || j.lowDisk.Load()
+	j.mmu.Unlock()
+	if blocked && stuck {
+		return ErrHitsFull
+	}
+	return nil
+}
+
+// LogPosition returns how many bytes have been written to the hit log
+// since the journal was opened, and how many of them are known
+// fdatasynced. In disk durability the two are equal whenever no commit is
+// under way; in process durability synced follows within the flush
+// interval.
+func (j *Journal) LogPosition() (written, synced int64) {
+	j.fmu.Lock()
+	defer j.fmu.Unlock()
+	return j.written.Load(), j.synced.Load()
+}
+
+// Flushes returns how many fdatasyncs of the hit log have completed.
+func (j *Journal) Flushes() int64 { return j.flushes.Load() }
+
+// Durability returns the journal's durability.
+func (j *Journal) Durability() Durability { return j.opts.Durability }
+
 // Len returns how many hits are in the journal (not yet shipped).
 func (j *Journal) Len() int { return int(j.n.Load() + j.queued.Load()) }
 
-// Commits returns how many group commits the journal has made.
+// Commits returns how many group commits (log writes) the journal has
+// made.
 func (j *Journal) Commits() int64 { return j.commits.Load() }
 
 // CommitTime returns the total time the journal has spent in group
-// commits (writing and fsyncing).
+// commits (writing, and in disk durability fdatasyncing).
 func (j *Journal) CommitTime() time.Duration { return time.Duration(j.commitNs.Load()) }
 
 // Oldest returns the time of the oldest journaled hit, from its id, and
@@ -888,6 +1187,8 @@ func (j *Journal) Close() error {
 	close(j.reqs)
 	j.mu.Unlock()
 	<-j.done
+	close(j.flushStop)
+	<-j.flushDone // the last flush: everything written is durable
 	<-j.moverDone
 	j.closeFiles()
 	serr := j.syncer.close()

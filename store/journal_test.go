@@ -19,9 +19,9 @@ func testHit(j *Journal, kind string, msg uint64) Hit {
 	return Hit{ID: j.NewHitID(), Time: time.Now().UTC(), Kind: kind, MessageID: msg, URL: "https://shop.example.com/x", IP: "192.0.2.1"}
 }
 
-func TestJournalDurableAcrossReopen(t *testing.T) {
+func testJournalDurableAcrossReopen(t *testing.T, o JournalOptions) {
 	path := filepath.Join(t.TempDir(), "j.db")
-	j, err := OpenJournal(path)
+	j, err := OpenJournalWith(path, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestJournalDurableAcrossReopen(t *testing.T) {
 	if err := j.Append(context.Background(), testHit(j, "click", 1)); !errors.Is(err, ErrJournalClosed) {
 		t.Fatalf("Append after Close: %v", err)
 	}
-	j, err = OpenJournal(path)
+	j, err = OpenJournalWith(path, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,8 +70,12 @@ func TestJournalDurableAcrossReopen(t *testing.T) {
 	}
 }
 
-func TestJournalGroupCommit(t *testing.T) {
-	j, err := OpenJournal(filepath.Join(t.TempDir(), "j.db"))
+func TestJournalDurableAcrossReopen(t *testing.T) {
+	bothDurabilities(t, testJournalDurableAcrossReopen)
+}
+
+func testJournalGroupCommit(t *testing.T, o JournalOptions) {
+	j, err := OpenJournalWith(filepath.Join(t.TempDir(), "j.db"), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,9 +124,11 @@ func TestJournalGroupCommit(t *testing.T) {
 	}
 }
 
-func TestJournalCloseCommitsInFlight(t *testing.T) {
+func TestJournalGroupCommit(t *testing.T) { bothDurabilities(t, testJournalGroupCommit) }
+
+func testJournalCloseCommitsInFlight(t *testing.T, o JournalOptions) {
 	path := filepath.Join(t.TempDir(), "j.db")
-	j, err := OpenJournal(path)
+	j, err := OpenJournalWith(path, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +152,7 @@ func TestJournalCloseCommitsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	wg.Wait()
-	j, err = OpenJournal(path)
+	j, err = OpenJournalWith(path, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,6 +162,10 @@ func TestJournalCloseCommitsInFlight(t *testing.T) {
 			t.Fatalf("acknowledged hit %s lost across Close", id)
 		}
 	}
+}
+
+func TestJournalCloseCommitsInFlight(t *testing.T) {
+	bothDurabilities(t, testJournalCloseCommitsInFlight)
 }
 
 func TestJournalLocked(t *testing.T) {
@@ -194,14 +204,19 @@ func TestHitIDsUnique(t *testing.T) {
 }
 
 // BenchmarkJournal compares the journal's group commit (Append: one write
-// and one fdatasync into the hit log, bbolt filled behind by the mover)
-// with bbolt's DB.Batch (a bbolt commit per batch: two fdatasyncs and a
+// and, in disk durability, one fdatasync into the hit log, bbolt filled
+// behind by the mover; in process durability the flusher fdatasyncs every
+// 10 ms) with bbolt's DB.Batch (a bbolt commit per batch: two fdatasyncs and a
 // write per dirty page), under parallel appenders.
 func BenchmarkJournal(b *testing.B) {
-	for _, mode := range []string{"groupcommit", "bbolt-batch"} {
+	for _, mode := range []string{"groupcommit-disk", "groupcommit-process", "bbolt-batch"} {
 		for _, par := range []int{1, 64} {
 			b.Run(fmt.Sprintf("%s/par=%d", mode, par), func(b *testing.B) {
-				j, err := OpenJournal(filepath.Join(b.TempDir(), "j.db"))
+				o := JournalOptions{}
+				if mode == "groupcommit-process" {
+					o.Durability = DurabilityProcess
+				}
+				j, err := OpenJournalWith(filepath.Join(b.TempDir(), "j.db"), o)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -212,7 +227,7 @@ func BenchmarkJournal(b *testing.B) {
 					for pb.Next() {
 						h := testHit(j, "click", 42)
 						var err error
-						if mode == "groupcommit" {
+						if mode != "bbolt-batch" {
 							err = j.Append(context.Background(), h)
 						} else {
 							err = j.AppendBatch(h)
@@ -225,8 +240,9 @@ func BenchmarkJournal(b *testing.B) {
 				})
 				b.StopTimer()
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "hits/s")
-				if mode == "groupcommit" {
+				if mode != "bbolt-batch" {
 					b.ReportMetric(float64(b.N)/float64(max(j.Commits(), 1)), "hits/commit")
+					b.ReportMetric(float64(b.N)/float64(max(j.Flushes(), 1)), "hits/flush")
 				}
 			})
 		}
@@ -309,7 +325,7 @@ func TestJournalPreallocated(t *testing.T) {
 // log alone brings them back (the bbolt file lost, as after a crash
 // between the log's fsync and the mover's commit). A torn last record is
 // dropped, the ones before it kept; deleted hits do not come back.
-func TestJournalLogReplay(t *testing.T) {
+func testJournalLogReplay(t *testing.T, o JournalOptions) {
 	tests := []struct {
 		name      string
 		loseBolt  bool
@@ -325,7 +341,7 @@ func TestJournalLogReplay(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "j.db")
-			j, err := OpenJournal(path)
+			j, err := OpenJournalWith(path, o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -359,7 +375,7 @@ func TestJournalLogReplay(t *testing.T) {
 				}
 				f.Close()
 			}
-			j, err = OpenJournal(path)
+			j, err = OpenJournalWith(path, o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -387,11 +403,13 @@ func TestJournalLogReplay(t *testing.T) {
 	}
 }
 
+func TestJournalLogReplay(t *testing.T) { bothDurabilities(t, testJournalLogReplay) }
+
 // TestJournalSegmentSwitch: more hits than one log segment holds, shipped
 // (deleted) as they come, all kept and readable, across a reopen.
-func TestJournalSegmentSwitch(t *testing.T) {
+func testJournalSegmentSwitch(t *testing.T, o JournalOptions) {
 	path := filepath.Join(t.TempDir(), "j.db")
-	j, err := OpenJournal(path)
+	j, err := OpenJournalWith(path, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +443,7 @@ func TestJournalSegmentSwitch(t *testing.T) {
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
-	j, err = OpenJournal(path)
+	j, err = OpenJournalWith(path, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,6 +462,8 @@ func TestJournalSegmentSwitch(t *testing.T) {
 	}
 }
 
+func TestJournalSegmentSwitch(t *testing.T) { bothDurabilities(t, testJournalSegmentSwitch) }
+
 // boltCount is how many hits the bbolt file itself holds.
 func boltCount(t *testing.T, j *Journal) int {
 	t.Helper()
@@ -461,8 +481,8 @@ func boltCount(t *testing.T, j *Journal) int {
 // promptly leave the journal without being written into bbolt; hits it
 // does not settle within spillAfter are spilled there, still returned by
 // Next, and deleted from there.
-func TestJournalSpill(t *testing.T) {
-	j, err := OpenJournal(filepath.Join(t.TempDir(), "j.db"))
+func testJournalSpill(t *testing.T, o JournalOptions) {
+	j, err := OpenJournalWith(filepath.Join(t.TempDir(), "j.db"), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -520,14 +540,16 @@ func TestJournalSpill(t *testing.T) {
 	}
 }
 
+func TestJournalSpill(t *testing.T) { bothDurabilities(t, testJournalSpill) }
+
 // TestJournalShipUnderLoad: appenders, and a shipper that stalls for
 // longer than spillAfter now and then (the relay is down), so hits move
 // between memory and bbolt while they are being read and deleted. Every
 // hit is shipped at least once, none is lost, and the journal ends empty;
 // after a clean reopen it is still empty.
-func TestJournalShipUnderLoad(t *testing.T) {
+func testJournalShipUnderLoad(t *testing.T, o JournalOptions) {
 	path := filepath.Join(t.TempDir(), "j.db")
-	j, err := OpenJournal(path)
+	j, err := OpenJournalWith(path, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -606,7 +628,7 @@ func TestJournalShipUnderLoad(t *testing.T) {
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if j, err = OpenJournal(path); err != nil {
+	if j, err = OpenJournalWith(path, o); err != nil {
 		t.Fatal(err)
 	}
 	defer j.Close()
@@ -615,13 +637,15 @@ func TestJournalShipUnderLoad(t *testing.T) {
 	}
 }
 
+func TestJournalShipUnderLoad(t *testing.T) { bothDurabilities(t, testJournalShipUnderLoad) }
+
 // TestJournalLogFullFails: while bbolt fails (a full disk) and the shipper
 // is away, the log fills; then Append fails with a clear error instead of
 // hanging, Close returns, and every hit Append acknowledged is there once
 // bbolt works again.
-func TestJournalLogFullFails(t *testing.T) {
+func testJournalLogFullFails(t *testing.T, o JournalOptions) {
 	path := filepath.Join(t.TempDir(), "j.db")
-	j, err := OpenJournal(path)
+	j, err := OpenJournalWith(path, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -639,7 +663,7 @@ func TestJournalLogFullFails(t *testing.T) {
 		switch {
 		case err == nil:
 			acked = append(acked, h.ID)
-		case errors.Is(err, errLogFull):
+		case errors.Is(err, ErrHitsFull):
 			failed = err
 		default:
 			t.Fatalf("append %d: %v", i, err)
@@ -656,7 +680,7 @@ func TestJournalLogFullFails(t *testing.T) {
 		t.Fatal("Close hangs while bbolt fails")
 	}
 	// bbolt works again: the acknowledged hits come back from the log.
-	j, err = OpenJournal(path)
+	j, err = OpenJournalWith(path, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -668,5 +692,14 @@ func TestJournalLogFullFails(t *testing.T) {
 	}
 	if j.Len() != len(acked) {
 		t.Fatalf("Len %d, want %d", j.Len(), len(acked))
+	}
+}
+
+func TestJournalLogFullFails(t *testing.T) { bothDurabilities(t, testJournalLogFullFails) }
+
+// bothDurabilities runs test once per durability.
+func bothDurabilities(t *testing.T, test func(*testing.T, JournalOptions)) {
+	for _, d := range []Durability{DurabilityDisk, DurabilityProcess} {
+		t.Run(d.String(), func(t *testing.T) { test(t, JournalOptions{Durability: d}) })
 	}
 }

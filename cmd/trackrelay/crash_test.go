@@ -7,13 +7,20 @@ import (
 	"log"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/textproto"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/trackrelay/trackrelay/rewrite"
+	"github.com/trackrelay/trackrelay/store"
 )
 
 // subjectSink is an SMTP server that records the Subject of every message
@@ -130,26 +137,90 @@ func submitLoop(addr, prefix string, stop <-chan struct{}, rec func(string, outc
 	}
 }
 
-// TestCrashKill9 runs the real binary, submits in parallel, kills it with
-// SIGKILL at random moments and restarts it. Every message that got 250
-// must reach the upstream at least once; no message whose DATA the client
-// did not finish may reach it at all.
+// TestCrashKill9 runs the real binary (`serve`: relay and redirector in one
+// process), submits mail and follows tracked links in parallel, kills it
+// with SIGKILL at random moments and restarts it, in each redirector
+// durability. Every message that got 250 must reach the upstream at least
+// once; no message whose DATA the client did not finish may reach it at
+// all; every click answered 302 must be in the relay's store in the end.
 func TestCrashKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
 	}
+	for _, durability := range []string{"process", "disk"} {
+		t.Run(durability, func(t *testing.T) { testCrashKill9(t, durability) })
+	}
+}
+
+func testCrashKill9(t *testing.T, durability string) {
 	sink := newSubjectSink(t)
 	data := t.TempDir()
+	cfgPath, _, err := ensureDevConfig(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "\n[redirector]\ndurability = %q\nship_interval = \"50ms\"\n", durability)
+	f.Close()
+	keys, err := os.Open(filepath.Join(data, "token.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := rewrite.ReadKeys(keys)
+	keys.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec, err := rewrite.NewCodec(ks[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	clickTok := codec.Encode(rewrite.Token{Kind: rewrite.KindClick, MessageID: new(store.IDGen).Next(), HTTPS: true, Host: "shop.example.com"})
 	var mu sync.Mutex
 	outcomes := map[string]outcome{}
+	clicked := map[string]bool{} // the n of every click answered 302
 	rec := func(s string, o outcome) {
 		mu.Lock()
 		outcomes[s] = o
 		mu.Unlock()
 	}
-	const rounds, workers = 4, 8
+	client := &http.Client{
+		Timeout:       5 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	var seq atomic.Int64
+	clickLoop := func(addr string, stop <-chan struct{}) {
+		_, port, _ := net.SplitHostPort(addr)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n := fmt.Sprint(seq.Add(1))
+			req, _ := http.NewRequest("GET", "http://"+addr+"/"+clickTok+"/p?n="+n, nil)
+			req.Host = "localhost:" + port
+			resp, err := client.Do(req)
+			if err != nil {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode == http.StatusFound {
+				mu.Lock()
+				clicked[n] = true
+				mu.Unlock()
+			}
+		}
+	}
+	const rounds, workers, clickers = 4, 8, 4
 	for round := range rounds {
-		p := startRelay(t, data, "--upstream", "smtp://"+sink.addr)
+		httpAddr := freeAddr(t)
+		p := startRelay(t, data, "--upstream", "smtp://"+sink.addr, "--http-addr", httpAddr)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		for w := range workers {
@@ -157,6 +228,13 @@ func TestCrashKill9(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				submitLoop(p.smtpAddr, fmt.Sprintf("crash-r%d-w%d", round, w), stop, rec)
+			}()
+		}
+		for range clickers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				clickLoop(httpAddr, stop)
 			}()
 		}
 		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
@@ -178,6 +256,9 @@ func TestCrashKill9(t *testing.T) {
 	}
 	if len(acc) < 20 {
 		t.Fatalf("only %d messages accepted over %d rounds; the test proves little", len(acc), rounds)
+	}
+	if len(clicked) < 100 {
+		t.Fatalf("only %d clicks answered over %d rounds; the test proves little", len(clicked), rounds)
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for _, s := range acc {
@@ -205,7 +286,33 @@ func TestCrashKill9(t *testing.T) {
 			landed++
 		}
 	}
-	t.Logf("accepted %d (all delivered, %d more than once), incomplete %d (none delivered), ambiguous %d (%d delivered)",
-		len(acc), dups, len(inc), len(amb), landed)
+	// A clean stop ships what the killed runs left in the journal; then
+	// the relay's store holds every click that was answered 302.
 	p.stop()
+	rs, err := store.OpenRelay(filepath.Join(data, "relay.db"), store.RelayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	got := map[string]bool{}
+	if err := rs.HitIDs(func(id string) {
+		if h, ok, _ := rs.Hit(id); ok {
+			if _, n, found := strings.Cut(h.URL, "?n="); found {
+				got[n] = true
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	missing := 0
+	for n := range clicked {
+		if !got[n] {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%s durability: %d of %d clicks answered 302 are not in the relay's store", durability, missing, len(clicked))
+	}
+	t.Logf("%s durability: accepted %d (all delivered, %d more than once), incomplete %d (none delivered), ambiguous %d (%d delivered); %d clicks answered 302, all stored",
+		durability, len(acc), dups, len(inc), len(amb), landed, len(clicked))
 }

@@ -137,7 +137,12 @@ func redirectorOptions(cfg *config.Config, codec *rewrite.Codec, sink redirector
 	if err != nil {
 		return redirector.Options{}, err
 	}
+	durability := store.DurabilityProcess
+	if rc.Durability == "disk" {
+		durability = store.DurabilityDisk
+	}
 	return redirector.Options{
+		Journal: store.JournalOptions{Durability: durability, FlushInterval: rc.FlushInterval, MinFree: rc.MinFreeBytes},
 		Handler: redirector.Config{
 			Codec: codec, Domains: domains, MaxLinkAge: rc.MaxLinkAge, TrustedProxies: trusted,
 			Logger: log.With("component", "redirector"), Registerer: reg, Challenger: challenger,
@@ -168,7 +173,7 @@ func startServeRedirector(cfg *config.Config, httpAddr string, codec *rewrite.Co
 	if err := c.Redirector.Validate(); err != nil {
 		return nil, err
 	}
-	opts, err := redirectorOptions(&c, codec, redirector.CheckedSink(redirector.SinkFunc(st.IngestHits)), storePolicy{st}, log, reg)
+	opts, err := redirectorOptions(&c, codec, redirector.CheckedSink(hitStoreSink(&c, st)), storePolicy{st}, log, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +193,16 @@ func relayIngestHandler(cfg *config.Config, st store.DB, log *slog.Logger) (http
 	if err != nil || secret == "" {
 		return nil, err
 	}
-	return redirector.IngestHandler(redirector.SinkFunc(st.IngestHits), secret, log.With("component", "ingest")), nil
+	return redirector.IngestHandler(hitStoreSink(cfg, st), secret, log.With("component", "ingest")), nil
+}
+
+// hitStoreSink is the relay's store of hits, refused while relay.data_dir
+// is below the hits' floor (redirector.min_free_bytes), so that hits never
+// take the free space mail needs; the redirector keeps them meanwhile.
+func hitStoreSink(cfg *config.Config, st store.DB) redirector.Sink {
+	rc := cfg.Redirector
+	rc.SetDefaults()
+	return redirector.ReserveSink(redirector.SinkFunc(st.IngestHits), cfg.Path(cfg.Relay.DataDir), rc.MinFreeBytes)
 }
 
 // ingestSecret reads redirector.ingest_secret or ingest_secret_file.

@@ -131,11 +131,19 @@ func startProc(t *testing.T, bin string, want []string, args ...string) *redirec
 
 // TestRedirectorCrash runs the real redirector process under load, kills it
 // with SIGKILL at random moments and restarts it; every hit that was
-// answered (302 or pixel) must reach the relay in the end.
+// answered (302 or pixel) must reach the relay in the end, in either
+// durability (in process durability the unflushed tail of the hit log is
+// in the kernel, which a killed process does not lose).
 func TestRedirectorCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills the real binary; skipped with -short")
 	}
+	for _, durability := range []string{"process", "disk"} {
+		t.Run(durability, func(t *testing.T) { testRedirectorCrash(t, durability) })
+	}
+}
+
+func testRedirectorCrash(t *testing.T, durability string) {
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +180,9 @@ admin_listen = "off"
 ingest_url = %q
 ingest_secret = %q
 ship_interval = "50ms"
-`, relay.URL+ingestPath, crashSecret)
+durability = %q
+journal = "journal/of/hits.db" # folders that do not exist yet
+`, relay.URL+ingestPath, crashSecret, durability)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +294,7 @@ ship_interval = "50ms"
 	if len(acked) < 100 {
 		t.Fatalf("only %d hits answered: the load did not run", len(acked))
 	}
-	t.Logf("%d kills; %d hits answered, all at the relay (%d stored, duplicates dropped by id)", kills, len(acked), len(got))
+	t.Logf("%s durability: %d kills; %d hits answered, all at the relay (%d stored, duplicates dropped by id)", durability, kills, len(acked), len(got))
 }
 
 // TestServeEndToEnd submits a message over SMTP to the real `trackrelay

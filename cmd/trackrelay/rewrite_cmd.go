@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	goio "io"
 	"os"
 	"strings"
 
@@ -15,6 +17,9 @@ import (
 func init() {
 	commands["rewrite"] = command{cmdRewrite, "preview tracking: read a message on stdin, write the tracked message"}
 }
+
+// cmdBufSize is the command's read and write buffer.
+const cmdBufSize = 256 << 10
 
 // previewMessageID is the message id every preview's tokens carry, so that
 // a preview of the same input is always the same.
@@ -78,11 +83,26 @@ func cmdRewrite(ctx context.Context, args []string, io stdio) error {
 		Domain:      *domain,
 		MessageID:   previewMessageID,
 	}
+	// Large reads and writes: the tokenizer reads at most 4 KB at a time
+	// and the rewriter writes 16 KB, each a system call on a pipe or file.
+	io.in = bufio.NewReaderSize(io.in, cmdBufSize)
+	bw := bufio.NewWriterSize(io.out, cmdBufSize)
+	out := &tailWriter{w: bw}
+	io.out = out
+	defer bw.Flush()
+	// The summary on stderr starts on a line of its own, also when the
+	// output (on the same terminal) does not end with a newline; the
+	// output itself is not changed.
+	defer out.endLine(io.err)
 	if *bare {
 		tr := rewrite.New(cfg)
 		if err := tr.HTML(io.out, io.in); err != nil {
 			return err
 		}
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("rewrite: write: %w", err)
+		}
+		out.endLine(io.err)
 		printStats(io, tr.Stats())
 		return nil
 	}
@@ -108,6 +128,10 @@ func cmdRewrite(ctx context.Context, args []string, io stdio) error {
 	if err != nil {
 		return err
 	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("rewrite: write: %w", err)
+	}
+	out.endLine(io.err)
 	if rep.ControlErr != nil {
 		// The walker treats the bad header as absent so that delivery never
 		// fails; the relay refuses such a message at DATA. Say so loudly.
@@ -157,4 +181,32 @@ func printStats(io stdio, st rewrite.Stats) {
 		pixel = "yes"
 	}
 	fmt.Fprintf(io.err, "links tracked: %d, images tracked: %d, open pixel: %s\n", st.Links, st.Images, pixel)
+}
+
+// tailWriter passes writes to w and remembers whether what was written
+// last ended a line.
+type tailWriter struct {
+	w       goio.Writer
+	n       int64
+	last    byte
+	newline bool // endLine has run since the last write
+}
+
+func (t *tailWriter) Write(b []byte) (int, error) {
+	n, err := t.w.Write(b)
+	if n > 0 {
+		t.n += int64(n)
+		t.last = b[n-1]
+		t.newline = false
+	}
+	return n, err
+}
+
+// endLine writes a newline to w (stderr) when output was written and did
+// not end with one, once.
+func (t *tailWriter) endLine(w goio.Writer) {
+	if t.n > 0 && t.last != '\n' && !t.newline {
+		fmt.Fprintln(w)
+	}
+	t.newline = true
 }

@@ -167,3 +167,30 @@ func TestRewriteCmdBadControlHeader(t *testing.T) {
 		t.Fatalf("err = %v, want a refusal naming the header", err)
 	}
 }
+
+// TestRewriteCmdSummaryOwnLine: on a terminal (stdout and stderr the same
+// stream) the summary starts on a line of its own after output that does
+// not end with a newline; stdout alone is not changed.
+func TestRewriteCmdSummaryOwnLine(t *testing.T) {
+	const in = `<p><a href="https://shop.example.com/a">a</a></p>`
+	for _, args := range [][]string{{"--html"}, {}} {
+		stdin := in
+		if len(args) == 0 {
+			stdin = "From: a@example.com\r\nContent-Type: text/html\r\n\r\n" + in
+		}
+		var both bytes.Buffer
+		if err := run(context.Background(), append([]string{"rewrite"}, args...), stdio{strings.NewReader(stdin), &both, &both}); err != nil {
+			t.Fatal(err)
+		}
+		out, _, err := runRewrite(t, stdin, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(out, "\n") {
+			t.Fatalf("%v: output %q ends with a newline: the test proves nothing", args, out)
+		}
+		if !strings.Contains(both.String(), out+"\n") || !strings.HasSuffix(both.String(), "open pixel: yes\n") {
+			t.Fatalf("%v: the summary does not start on its own line:\n%q", args, both.String())
+		}
+	}
+}

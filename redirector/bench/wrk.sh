@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Redirector throughput with durable journaling, against nginx's bare
-# `return 302`, on loopback: builds trackrelay, starts `serve --dev` (the
-# redirector journals every hit with fsync and ships it to the relay's store
+# Redirector throughput against nginx's bare `return 302`, on loopback:
+# builds trackrelay, starts `serve --dev` (the redirector journals every
+# hit, in the default process durability, and ships it to the relay's store
 # in-process), sends a message through the relay and takes a tracked link
 # from the delivered copy, and runs ../shared/bench/redirector-vs-nginx.sh
 # (wrk; it installs wrk and nginx).
@@ -9,12 +9,14 @@
 #   redirector/bench/wrk.sh [SECONDS] [CONNECTIONS]
 #
 # With BREAKDOWN=1 it then measures, each against nginx in its own run:
-#   - ceiling -mode journal: a bare fasthttp 302 answered after a durable
-#     store.Journal append (no token, no relay): the most a redirector that
-#     keeps the journal's guarantee answers on this machine;
-#   - ceiling -mode bare: a bare fasthttp 302 that writes nothing;
-#   - trackrelay again at four times the connections, where the fsync's
-#     latency no longer bounds a closed-loop load.
+#   - trackrelay serve again at four times the connections;
+#   - trackrelay serve with durability = "disk" (fdatasync before every 302);
+#   - ceiling -mode redirector: the real redirector (token, hit, journal,
+#     metrics, shipper) whose sink only acknowledges: the relay's ingest is
+#     the gap between it and serve (a measurement baseline, not the product);
+#   - ceiling -mode journal, process and disk: a bare fasthttp 302 answered
+#     after a store.Journal append (no token, no relay);
+#   - ceiling -mode bare: a bare fasthttp 302 that writes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SHARED=${SHARED:-../shared}
@@ -59,17 +61,32 @@ for _ in $(seq 100); do ls "$W/data/outbox/"*.eml >/dev/null 2>&1 && break; slee
 URL=$(cat "$W/data/outbox/"*.eml 2>/dev/null | grep -o "http://localhost:$HP/[^\"]*" | head -1)
 [ -n "$URL" ] || { echo "redirector bench: no tracked link in the delivered message" >&2; exit 1; }
 URL=${URL/localhost/127.0.0.1}
-vs_nginx "trackrelay serve, $C connections" "$URL" "$C" "localhost:$HP"
+vs_nginx "trackrelay serve (durability process), $C connections" "$URL" "$C" "localhost:$HP"
 [ "${BREAKDOWN:-}" = 1 ] || exit 0
 
-vs_nginx "trackrelay serve, $((4 * C)) connections" "$URL" $((4 * C)) "localhost:$HP"
+vs_nginx "trackrelay serve (durability process), $((4 * C)) connections" "$URL" $((4 * C)) "localhost:$HP"
 stop "$TR"
-for mode in journal bare; do
+printf '\n[redirector]\ndurability = "disk"\n' >>"$W/data/trackrelay.toml"
+"$W/trackrelay" serve --dev --data "$W/data" --smtp-addr "127.0.0.1:$SP" --api-addr 127.0.0.1:0 \
+  --http-addr "127.0.0.1:$HP" --log-level warn 2>>"$W/serve.log" &
+TR=$!
+PIDS+=("$TR")
+up "http://127.0.0.1:$HP/healthz"
+vs_nginx "trackrelay serve (durability disk), $C connections" "$URL" "$C" "localhost:$HP"
+stop "$TR"
+ceiling() { # title url mode [flags...]
+  local title=$1 url=$2 mode=$3; shift 3
   CP=$(port)
-  GOGC=400 "$W/ceiling" -mode "$mode" -addr "127.0.0.1:$CP" -data "$W" 2>"$W/ceiling.log" &
+  GOGC=400 "$W/ceiling" -mode "$mode" -addr "127.0.0.1:$CP" -data "$W" "$@" 2>"$W/ceiling.log" &
   CE=$!
   PIDS+=("$CE")
-  up "http://127.0.0.1:$CP/"
-  vs_nginx "ceiling -mode $mode, $C connections" "http://127.0.0.1:$CP/t/products/shoes?color=red"
+  up "http://127.0.0.1:$CP/healthz"
+  vs_nginx "$title, $C connections" "${url/PORT/$CP}" "$C" "localhost:$HP"
   stop "$CE"
+}
+ceiling "ceiling -mode redirector (ack-only sink, process)" "http://127.0.0.1:PORT/${URL#*://*/}" redirector \
+  -keys "$W/data/token.keys" -domain "localhost:$HP"
+for d in process disk; do
+  ceiling "ceiling -mode journal -durability $d" "http://127.0.0.1:PORT/t/products/shoes?color=red" journal -durability "$d"
 done
+ceiling "ceiling -mode bare" "http://127.0.0.1:PORT/t/products/shoes?color=red" bare

@@ -1,12 +1,21 @@
-// Command ceiling serves the two baselines the redirector benchmark reads
-// trackrelay against (redirector/bench/wrk.sh): a bare fasthttp 302 that
-// writes nothing, and the same 302 answered only after the request is
-// made durable in a store.Journal, with no token check, no relay and no
-// metrics. The second is the most a redirector that keeps the journal's
-// guarantee can answer on the machine; the gap between it and trackrelay
-// is the cost of everything else a hit does.
+// Command ceiling serves the baselines the redirector benchmark reads
+// trackrelay against (redirector/bench/wrk.sh):
 //
-//	ceiling -addr 127.0.0.1:18484 -mode bare|journal -data DIR
+//   - bare: a fasthttp 302 that writes nothing;
+//
+//   - journal: the same 302 answered only after the request is appended to
+//     a store.Journal (in -durability process or disk), with no token
+//     check, no relay and no metrics: the most a redirector that keeps the
+//     journal's guarantee answers on the machine;
+//
+//   - redirector: the real redirector (redirector.Start: token check, hit
+//     record, journal, metrics, shipper) whose sink only acknowledges each
+//     batch, storing nothing. It is a measurement baseline, never the
+//     product: the gap between it and `trackrelay serve` is the relay's
+//     ingest of each hit; the gap between it and -mode journal is the rest
+//     of the redirector's own work.
+//
+//     ceiling -addr 127.0.0.1:18484 -mode bare|journal|redirector -data DIR [-durability process|disk] [-keys FILE -domain HOST:PORT]
 package main
 
 import (
@@ -22,23 +31,42 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/trackrelay/trackrelay/redirector"
+	"github.com/trackrelay/trackrelay/rewrite"
 	"github.com/trackrelay/trackrelay/store"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:18484", "listen address")
-	mode := flag.String("mode", "journal", "bare: a 302 only; journal: a 302 after a durable journal append")
-	data := flag.String("data", "", "directory for the journal (mode journal)")
+	mode := flag.String("mode", "journal", "bare, journal or redirector")
+	data := flag.String("data", "", "directory for the journal (modes journal and redirector)")
+	durability := flag.String("durability", "process", "the journal's durability: process or disk")
+	keys := flag.String("keys", "", "token key file (mode redirector)")
+	domain := flag.String("domain", "", "click domain served (mode redirector)")
 	flag.Parse()
+	opts := store.JournalOptions{Durability: store.DurabilityProcess}
+	switch *durability {
+	case "process":
+	case "disk":
+		opts.Durability = store.DurabilityDisk
+	default:
+		log.Fatalf("ceiling: unknown durability %q", *durability)
+	}
+	if *mode != "bare" && *data == "" {
+		log.Fatalf("ceiling: -data is required with -mode %s", *mode)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	if *mode == "redirector" {
+		runRedirector(*addr, filepath.Join(*data, "ceiling-journal.db"), opts, *keys, *domain, sig)
+		return
+	}
 	var j *store.Journal
 	switch *mode {
 	case "bare":
 	case "journal":
-		if *data == "" {
-			log.Fatal("ceiling: -data is required with -mode journal")
-		}
 		var err error
-		if j, err = store.OpenJournal(filepath.Join(*data, "journal.db")); err != nil {
+		if j, err = store.OpenJournalWith(filepath.Join(*data, "journal.db"), opts); err != nil {
 			log.Fatal(err)
 		}
 	default:
@@ -77,8 +105,6 @@ func main() {
 		},
 	}
 	go func() {
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 		<-sig
 		_ = srv.Shutdown()
 	}()
@@ -90,5 +116,45 @@ func main() {
 		if err := j.Close(); err != nil {
 			log.Fatal(err)
 		}
+	}
+}
+
+// runRedirector serves the real redirector with a sink that only
+// acknowledges, until a signal.
+func runRedirector(addr, journal string, opts store.JournalOptions, keyFile, domain string, sig <-chan os.Signal) {
+	if keyFile == "" || domain == "" {
+		log.Fatal("ceiling: -keys and -domain are required with -mode redirector")
+	}
+	f, err := os.Open(keyFile)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ks, err := rewrite.ReadKeys(f)
+	f.Close()
+	if err != nil {
+		log.Fatal(err)
+	}
+	codec, err := rewrite.NewCodec(ks[0], ks[1:]...)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ack := redirector.SinkFunc(func(context.Context, []store.Hit) error { return nil })
+	svc, err := redirector.Start(redirector.Options{
+		Handler:     redirector.Config{Codec: codec, Domains: []string{domain}},
+		JournalPath: journal, Journal: opts, Listen: addr,
+		Sink: redirector.CheckedSink(ack),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	select {
+	case <-sig:
+	case err := <-svc.Err():
+		log.Print(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := svc.Shutdown(ctx); err != nil {
+		log.Fatal(err)
 	}
 }
