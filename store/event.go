@@ -353,6 +353,9 @@ func putEvents(tx *bolt.Tx, evs []encodedEvent) error {
 			if err != nil {
 				return err
 			}
+			if index == "by-tag" {
+				ib.FillPercent = appendFill // a tag's keys ascend (time first)
+			}
 			return ib.Put(k, nil)
 		}); err != nil {
 			return err

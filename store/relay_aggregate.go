@@ -41,27 +41,57 @@ const (
 )
 
 // aggregator gathers one transaction's changes to the aggregates, so each
-// record is read and written once per batch.
+// record is read and written once per batch. Its maps are keyed by
+// structs, not by the records' byte keys: a hit must not cost a dozen
+// string concatenations.
 type aggregator struct {
-	counts   map[string]*[NumMetrics]int64
+	counts   map[aggK]*[NumMetrics]int64
 	totals   map[string]*[NumMetrics]int64
 	msgs     map[uint64]*[NumMetrics]int64
-	linkDays map[string]*linkCounts
-	msgLinks map[string]*linkCounts
-	names    map[string]string // account \x00 link -> URL
-	linkMsgs map[string]struct{}
+	linkDays map[linkDayK]*linkCounts
+	msgLinks map[msgPosK]*linkCounts
+	names    map[linkNameK]string // account, link -> URL
+	linkMsgs map[linkMsgK]struct{}
+	ids      map[string][12]byte // URL -> link id, computed once a batch
+}
+
+type aggK struct {
+	account, dim string
+	hour         uint32
+}
+
+type linkDayK struct {
+	account, dim string
+	day          uint32
+	link         [12]byte
+}
+
+type msgPosK struct {
+	message uint64
+	pos     uint32
+}
+
+type linkNameK struct {
+	account string
+	link    [12]byte
+}
+
+type linkMsgK struct {
+	account string
+	link    [12]byte
+	message uint64
 }
 
 func newAggregator() *aggregator {
 	return &aggregator{
-		counts: map[string]*[NumMetrics]int64{}, totals: map[string]*[NumMetrics]int64{}, msgs: map[uint64]*[NumMetrics]int64{},
-		linkDays: map[string]*linkCounts{}, msgLinks: map[string]*linkCounts{},
-		names: map[string]string{}, linkMsgs: map[string]struct{}{},
+		counts: map[aggK]*[NumMetrics]int64{}, totals: map[string]*[NumMetrics]int64{}, msgs: map[uint64]*[NumMetrics]int64{},
+		linkDays: map[linkDayK]*linkCounts{}, msgLinks: map[msgPosK]*linkCounts{},
+		names: map[linkNameK]string{}, linkMsgs: map[linkMsgK]struct{}{}, ids: map[string][12]byte{},
 	}
 }
 
 func (a *aggregator) add(account, dim string, hour uint32, m Metric, d int64) {
-	k := string(aggKey(account, dim, hour))
+	k := aggK{account, dim, hour}
 	c := a.counts[k]
 	if c == nil {
 		c = new([NumMetrics]int64)
@@ -74,8 +104,12 @@ func (a *aggregator) add(account, dim string, hour uint32, m Metric, d int64) {
 // for all accounts, and for its message.
 func (a *aggregator) addAll(e *Event, m Metric, d int64) {
 	h := hourOf(e.Time)
-	for _, dim := range dims(e) {
-		a.add(e.Account, dim, h, m, d)
+	a.add(e.Account, "", h, m, d)
+	for _, t := range e.Tags {
+		a.add(e.Account, dimTagPrefix+t, h, m, d)
+	}
+	if e.Credential != "" {
+		a.add(e.Account, dimCredPrefix+e.Credential, h, m, d)
 	}
 	a.add(AllAccounts, "", h, m, d)
 	for _, acct := range [...]string{e.Account, AllAccounts} {
@@ -94,6 +128,16 @@ func (a *aggregator) addAll(e *Event, m Metric, d int64) {
 		}
 		c[m] += d
 	}
+}
+
+// linkID returns url's link id, computing it once a batch.
+func (a *aggregator) linkID(url string) [12]byte {
+	id, ok := a.ids[url]
+	if !ok {
+		copy(id[:], linkIDBytes(url))
+		a.ids[url] = id
+	}
+	return id
 }
 
 // event counts one stored event, reading and setting the copy's first-hit
@@ -157,32 +201,40 @@ func (a *aggregator) event(uniq *bolt.Bucket, e *Event) error {
 // link adds lc to the link aggregates of link (e's), and to the message's
 // own link figures when its position is known.
 func (a *aggregator) link(e *Event, link *EventLink, posKnown bool, lc linkCounts) {
-	id := linkIDBytes(link.URL)
+	id := a.linkID(link.URL)
 	day := dayOfUnix(e.Time)
-	addTo := func(m map[string]*linkCounts, k string) {
-		c := m[k]
+	addTo := func(k linkDayK) {
+		c := a.linkDays[k]
 		if c == nil {
 			c = new(linkCounts)
-			m[k] = c
+			a.linkDays[k] = c
 		}
 		c.add(&lc)
 	}
-	addTo(a.linkDays, string(linkDayKey(e.Account, "", day, id)))
+	addTo(linkDayK{e.Account, "", day, id})
 	for _, t := range e.Tags {
-		addTo(a.linkDays, string(linkDayKey(e.Account, dimTagPrefix+t, day, id)))
+		addTo(linkDayK{e.Account, dimTagPrefix + t, day, id})
 	}
 	if e.Credential != "" {
-		addTo(a.linkDays, string(linkDayKey(e.Account, dimCredPrefix+e.Credential, day, id)))
+		addTo(linkDayK{e.Account, dimCredPrefix + e.Credential, day, id})
 	}
-	addTo(a.linkDays, string(linkDayKey(AllAccounts, "", day, id)))
-	a.names[e.Account+"\x00"+string(id)] = link.URL
-	a.names[AllAccounts+"\x00"+string(id)] = link.URL
+	addTo(linkDayK{AllAccounts, "", day, id})
+	if _, ok := a.names[linkNameK{e.Account, id}]; !ok {
+		a.names[linkNameK{e.Account, id}] = link.URL
+		a.names[linkNameK{AllAccounts, id}] = link.URL
+	}
 	if e.Message != 0 {
 		if posKnown {
-			addTo(a.msgLinks, string(msgPosKey(e.Message, link.Position)))
+			k := msgPosK{e.Message, link.Position}
+			c := a.msgLinks[k]
+			if c == nil {
+				c = new(linkCounts)
+				a.msgLinks[k] = c
+			}
+			c.add(&lc)
 		}
-		a.linkMsgs[e.Account+"\x00"+string(id)+string(idKey(e.Message))] = struct{}{}
-		a.linkMsgs[AllAccounts+"\x00"+string(id)+string(idKey(e.Message))] = struct{}{}
+		a.linkMsgs[linkMsgK{e.Account, id, e.Message}] = struct{}{}
+		a.linkMsgs[linkMsgK{AllAccounts, id, e.Message}] = struct{}{}
 	}
 }
 
@@ -190,7 +242,8 @@ func (a *aggregator) link(e *Event, link *EventLink, posKnown bool, lc linkCount
 func (a *aggregator) flush(tx *bolt.Tx) error {
 	ab := tx.Bucket([]byte(bucketAgg))
 	for k, d := range a.counts {
-		if err := ab.Put([]byte(k), encodeCounters(ab.Get([]byte(k)), d)); err != nil {
+		key := aggKey(k.account, k.dim, k.hour)
+		if err := ab.Put(key, encodeCounters(ab.Get(key), d)); err != nil {
 			return err
 		}
 	}
@@ -208,34 +261,37 @@ func (a *aggregator) flush(tx *bolt.Tx) error {
 			return err
 		}
 	}
-	putLinks := func(b *bolt.Bucket, m map[string]*linkCounts) error {
-		for k, d := range m {
-			cur := decodeLinkCounts(b.Get([]byte(k)))
-			cur.add(d)
-			if err := b.Put([]byte(k), cur.encode()); err != nil {
-				return err
-			}
+	put := func(b *bolt.Bucket, k []byte, d *linkCounts) error {
+		cur := decodeLinkCounts(b.Get(k))
+		cur.add(d)
+		return b.Put(k, cur.encode())
+	}
+	ld := tx.Bucket([]byte(bucketLinkDays))
+	for k, d := range a.linkDays {
+		if err := put(ld, linkDayKey(k.account, k.dim, k.day, k.link[:]), d); err != nil {
+			return err
 		}
-		return nil
 	}
-	if err := putLinks(tx.Bucket([]byte(bucketLinkDays)), a.linkDays); err != nil {
-		return err
-	}
-	if err := putLinks(tx.Bucket([]byte(bucketMsgLinkStats)), a.msgLinks); err != nil {
-		return err
+	ml := tx.Bucket([]byte(bucketMsgLinkStats))
+	for k, d := range a.msgLinks {
+		if err := put(ml, msgPosKey(k.message, k.pos), d); err != nil {
+			return err
+		}
 	}
 	nb := tx.Bucket([]byte(bucketLinkNames))
 	for k, url := range a.names {
-		if nb.Get([]byte(k)) == nil {
-			if err := nb.Put([]byte(k), []byte(url)); err != nil {
+		key := append([]byte(k.account+"\x00"), k.link[:]...)
+		if nb.Get(key) == nil {
+			if err := nb.Put(key, []byte(url)); err != nil {
 				return err
 			}
 		}
 	}
 	lb := tx.Bucket([]byte(bucketLinkMsgs))
 	for k := range a.linkMsgs {
-		if lb.Get([]byte(k)) == nil {
-			if err := lb.Put([]byte(k), nil); err != nil {
+		key := append(append([]byte(k.account+"\x00"), k.link[:]...), idKey(k.message)...)
+		if lb.Get(key) == nil {
+			if err := lb.Put(key, nil); err != nil {
 				return err
 			}
 		}
