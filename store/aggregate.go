@@ -268,19 +268,6 @@ func eventMetrics(e *Event) (m Metric, ok bool) {
 // scanner, an image proxy, a HEAD request).
 func IsMachine(e *Event) bool { return e.Fields["machine"] == "true" }
 
-// dims returns the dimensions e counts in.
-func dims(e *Event) []string {
-	d := make([]string, 0, 2+len(e.Tags))
-	d = append(d, "")
-	for _, t := range e.Tags {
-		d = append(d, dimTagPrefix+t)
-	}
-	if e.Credential != "" {
-		d = append(d, dimCredPrefix+e.Credential)
-	}
-	return d
-}
-
 func aggKey(account, dim string, hour uint32) []byte {
 	k := make([]byte, 0, len(account)+len(dim)+6)
 	k = append(k, account...)
