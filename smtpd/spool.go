@@ -397,6 +397,16 @@ func (s *Spool) diskErr(op string, err error) error {
 // (0: unknown) would leave less than SpoolConfig.MinFreeBytes free on the
 // spool's file system. A free space that cannot be read does not refuse
 // mail: the write itself still fails cleanly on a full disk.
+// HasSpace reports whether the spool's disk is above its floor (for
+// /readyz: it logs nothing).
+func (s *Spool) HasSpace() bool {
+	if s.cfg.MinFreeBytes <= 0 {
+		return true
+	}
+	free, err := freeBytes(s.cfg.Dir)
+	return err != nil || free >= s.cfg.MinFreeBytes
+}
+
 func (s *Spool) CheckSpace(size int64) error {
 	if s.cfg.MinFreeBytes <= 0 {
 		return nil

@@ -23,6 +23,7 @@ import (
 
 	"github.com/trackrelay/trackrelay/api"
 	"github.com/trackrelay/trackrelay/config"
+	"github.com/trackrelay/trackrelay/redirector"
 	"github.com/trackrelay/trackrelay/rewrite"
 	"github.com/trackrelay/trackrelay/smtpd"
 	"github.com/trackrelay/trackrelay/store"
@@ -246,6 +247,7 @@ type relayApp struct {
 	api       *http.Server
 	admin     *http.Server // the admin socket
 	ready     atomic.Bool
+	rdr       atomic.Pointer[redirector.Service] // the redirector in serve, for /readyz
 }
 
 func loadKeys(cfg *config.Config) (*rewrite.Codec, error) {
@@ -528,6 +530,7 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 			wg.Wait()
 			return rerr
 		}
+		a.rdr.Store(rdr)
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), config.DefaultShutdownTimeout)
 			defer cancel()
@@ -709,6 +712,18 @@ func (a *relayApp) apiHandler(reg *prometheus.Registry, keys []api.Key) http.Han
 		if !a.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
+		}
+		// Mail intake (the spool's disk floor) and, in serve, the
+		// redirector's hits: not ready while either cannot be kept.
+		if !a.spool.HasSpace() {
+			http.Error(w, "not ready: low on disk space for mail", http.StatusServiceUnavailable)
+			return
+		}
+		if rdr := a.rdr.Load(); rdr != nil {
+			if err := rdr.Journal().Ready(); err != nil {
+				http.Error(w, "not ready: hits cannot be kept", http.StatusServiceUnavailable)
+				return
+			}
 		}
 		fmt.Fprintln(w, "ready")
 	})
