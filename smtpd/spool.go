@@ -393,10 +393,6 @@ func (s *Spool) diskErr(op string, err error) error {
 	return fmt.Errorf("smtpd: spool: %s: %w", op, err)
 }
 
-// CheckSpace returns ErrInsufficientStorage when a message of size bytes
-// (0: unknown) would leave less than SpoolConfig.MinFreeBytes free on the
-// spool's file system. A free space that cannot be read does not refuse
-// mail: the write itself still fails cleanly on a full disk.
 // HasSpace reports whether the spool's disk is above its floor (for
 // /readyz: it logs nothing).
 func (s *Spool) HasSpace() bool {
@@ -407,6 +403,10 @@ func (s *Spool) HasSpace() bool {
 	return err != nil || free >= s.cfg.MinFreeBytes
 }
 
+// CheckSpace returns ErrInsufficientStorage when a message of size bytes
+// (0: unknown) would leave less than SpoolConfig.MinFreeBytes free on the
+// spool's file system. A free space that cannot be read does not refuse
+// mail: the write itself still fails cleanly on a full disk.
 func (s *Spool) CheckSpace(size int64) error {
 	if s.cfg.MinFreeBytes <= 0 {
 		return nil
