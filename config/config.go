@@ -45,7 +45,8 @@ type Config struct {
 	// acme.go and domains.go.
 	ACME    ACME    `toml:"acme"`
 	Domains Domains `toml:"domains"`
-	DKIM    DKIM    `toml:"dkim"` // see dkim.go
+	DKIM    DKIM    `toml:"dkim"`    // see dkim.go
+	Inbound Inbound `toml:"inbound"` // the mail that comes back; see inbound.go
 
 	// BaseDir is the directory relative paths are resolved against: the
 	// config file's own directory when read by Load.
@@ -535,6 +536,7 @@ func (c *Config) SetDefaults() {
 	c.Redirector.SetDefaults()
 	c.ACME.SetDefaults()
 	c.DKIM.SetDefaults()
+	c.Inbound.SetDefaults()
 }
 
 // Path resolves p against BaseDir. Empty stays empty.
@@ -774,7 +776,7 @@ func (c *Config) Validate() error {
 	if err := c.Redirector.Validate(); err != nil {
 		p = append(p, err)
 	}
-	p = append(p, c.ACME.Validate(), c.Domains.Validate(), c.validateRedirectorTLS(), c.DKIM.Validate()) // nils are dropped by Join
+	p = append(p, c.ACME.Validate(), c.Domains.Validate(), c.validateRedirectorTLS(), c.DKIM.Validate(), c.Inbound.Validate()) // nils are dropped by Join
 	return errors.Join(p...)
 }
 
