@@ -38,9 +38,9 @@ import (
 // MXConfig configures the MX listener. Zero limits take the submission
 // server's defaults.
 type MXConfig struct {
-	Hostname string      // name in the greeting
-	TLS      *tls.Config // offered with STARTTLS; nil offers none
-	Inbound  *Inbound    // required: where messages go
+	Hostname          string      // name in the greeting
+	TLS               *tls.Config // offered with STARTTLS; nil offers none
+	Inbound           *Inbound    // required: where messages go
 	MaxMessageBytes   int64
 	MaxRecipients     int
 	MaxSessions       int

@@ -330,7 +330,7 @@ const maxLinksTried = 200
 // linkToken returns the copy named by the first tracked link in text: an
 // http(s) URL at a click domain whose first path segment is a good token.
 func (in *Inbound) linkToken(ctx context.Context, text string) (uint64, bool) {
-	lower := strings.ToLower(text)
+	lower := asciiLower(text) // same length as text: indexes agree
 	tried := 0
 	for i := 0; i < len(lower) && tried < maxLinksTried; {
 		j := strings.Index(lower[i:], "http")
@@ -368,6 +368,17 @@ func (in *Inbound) linkToken(ctx context.Context, text string) (uint64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// asciiLower lower-cases A-Z only, so the result has text's length.
+func asciiLower(text string) string {
+	b := []byte(text)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // pickRecipient returns the report's recipient about copy c: the one
