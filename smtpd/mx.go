@@ -94,6 +94,7 @@ func NewMXServer(cfg MXConfig) (*Server, error) {
 	}
 	s.smtp.Backend = smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return s.newMXSession(c, cfg.Inbound) })
 	s.smtp.AllowInsecureAuth = false
+	s.listening = "mx listening"
 	if cfg.Registerer != nil {
 		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "trackrelay_mx_sessions", Help: "MX listener connections open now."},
 			func() float64 { return float64(s.sessionCount()) })

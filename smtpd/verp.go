@@ -20,10 +20,11 @@ import (
 // and nobody can make an address that marks another copy. Only the
 // envelope changes: the From: header and the message bytes do not.
 //
-// The bounce domain is the account's own (store.Account.BounceDomain, a
-// verified domain of kind bounce) or else the relay's ([inbound]
-// bounce_domain); with neither, the envelope sender stays as the client
-// gave it. A null sender (<>) stays null: mail sent with one asks for no
+// The bounce domain is the account's own, while it is verified: the one
+// store.Account.BounceDomain names, or when it names none the account's
+// first verified domain of kind bounce (by name); else the relay's
+// ([inbound] bounce_domain). With neither, the envelope sender stays as
+// the client gave it. A null sender (<>) stays null: mail sent with one asks for no
 // bounces.
 
 // VERPConfig configures a VERP.
@@ -153,15 +154,27 @@ func (v *VERP) domainFor(account string) string {
 	return d
 }
 
-// accountDomain returns account's own bounce domain when it names one
-// that is verified now, else "".
+// accountDomain returns account's own bounce domain when one is verified
+// now (the one it names, else its first), else "".
 func (v *VERP) accountDomain(ctx context.Context, account string) (string, error) {
 	a, err := store.Get[store.Account](ctx, v.cfg.Records, store.KindAccount, account)
 	if errors.Is(err, store.ErrNotFound) {
 		return "", nil
 	}
-	if err != nil || a.BounceDomain == "" {
+	if err != nil {
 		return "", err
+	}
+	if a.BounceDomain == "" {
+		ds, err := store.List[store.Domain](ctx, v.cfg.Records, store.KindDomain, account)
+		if err != nil {
+			return "", err
+		}
+		for _, d := range ds { // in name order
+			if d.Kind == store.DomainBounce && d.Usable() {
+				return d.Name, nil
+			}
+		}
+		return "", nil
 	}
 	d, err := store.Get[store.Domain](ctx, v.cfg.Records, store.KindDomain, strings.ToLower(a.BounceDomain))
 	if errors.Is(err, store.ErrNotFound) {

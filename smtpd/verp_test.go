@@ -100,3 +100,45 @@ func TestDeliverWithVERP(t *testing.T) {
 		t.Errorf("nil VERP: %q", got)
 	}
 }
+
+// An account that names no bounce domain uses its first verified one;
+// one with none verified, or another account's, uses the relay's.
+func TestVERPAccountDomain(t *testing.T) {
+	st, err := store.OpenRelay(t.TempDir()+"/relay.db", store.RelayOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	for _, a := range []*store.Account{{Name: "a2"}, {Name: "a3"}, {Name: "a4", BounceDomain: "b.a2.test"}} {
+		if err := store.Create(ctx, st, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	for _, d := range []*store.Domain{
+		{Name: "a.a2.test", Account: "a2", Kind: store.DomainBounce, State: store.DomainPending},
+		{Name: "b.a2.test", Account: "a2", Kind: store.DomainBounce, State: store.DomainVerified, Verified: now},
+		{Name: "c.a2.test", Account: "a2", Kind: store.DomainClick, State: store.DomainVerified, Verified: now},
+		{Name: "a.a3.test", Account: "a3", Kind: store.DomainBounce, State: store.DomainFailing, Verified: now},
+	} {
+		if err := store.Create(ctx, st, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := NewVERP(VERPConfig{Codec: dlCodec(t), Domain: "relay.test", Records: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for acct, want := range map[string]string{"a2": "b.a2.test", "a3": "relay.test", "a4": "relay.test", "none": "relay.test"} {
+		if got := v.domainFor(acct); got != want {
+			t.Errorf("%s: %q, want %q", acct, got, want)
+		}
+	}
+	// The MX side takes a domain once verified, also while it fails.
+	for d, want := range map[string]bool{"relay.test": true, "b.a2.test": true, "a.a3.test": true, "a.a2.test": false, "c.a2.test": false, "x.test": false} {
+		if got := v.IsBounceDomain(ctx, d); got != want {
+			t.Errorf("IsBounceDomain(%s) = %v", d, got)
+		}
+	}
+}
