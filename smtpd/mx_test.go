@@ -485,3 +485,28 @@ func TestMXRecordingIsIdempotent(t *testing.T) {
 		t.Errorf("totals: soft %d delivered %d, want 1 and 0", tot[store.BouncedSoft], tot[store.Delivered])
 	}
 }
+
+// A spool file the processor cannot read is kept in failed/ for the
+// operator, and the files after it are still processed.
+func TestMXDamagedFileKept(t *testing.T) {
+	dir := t.TempDir()
+	r := newMXRig(t, dir, false, nil)
+	c := r.delivered("acct", "lee@example.org")[0]
+	if err := os.WriteFile(filepath.Join(dir, "inbound", "0000000000000001.msg"), []byte("not a spool file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendMX(t, r.addr, "", []string{r.verp.Sender(c)}, dsn("failed", "5.1.1", "no such user", "lee@example.org")); err != nil {
+		t.Fatal(err)
+	}
+	r.in.Run()
+	r.wait()
+	if n := len(r.events("acct", store.LogBounces)); n != 1 {
+		t.Errorf("%d bounces recorded after a damaged file, want 1", n)
+	}
+	if names, _ := readDir(filepath.Join(dir, "inbound", inboundFailed)); len(names) != 1 || names[0] != "0000000000000001.msg" {
+		t.Errorf("failed/ holds %v", names)
+	}
+	if !strings.Contains(r.logs.String(), "kept in failed/") {
+		t.Error("not logged")
+	}
+}

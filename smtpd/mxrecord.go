@@ -56,6 +56,15 @@ type recordOutcome struct {
 	unclaimed string // why it belongs to no account, when it does not
 }
 
+// unreadableError is a spool file that cannot be read to its end: it is
+// kept in failed/ rather than retried.
+type unreadableError struct{ err error }
+
+func (e *unreadableError) Error() string {
+	return "smtpd: inbound: reading the spool file: " + e.err.Error()
+}
+func (e *unreadableError) Unwrap() error { return e.err }
+
 // targets is what a message's recipients name.
 type targets struct {
 	copies     []*store.Copy
@@ -91,7 +100,7 @@ func copyEvent(log string, c *store.Copy, fields map[string]string) store.Event 
 func (in *Inbound) record(ctx context.Context, key string, env *inboundEnvelope, r io.Reader) (recordOutcome, error) {
 	res, err := inbound.Options{MaxBytes: in.cfg.MaxMessageBytes}.Classify(r, inbound.Envelope{MailFrom: env.From, Rcpt: env.Rcpt})
 	if err != nil {
-		return recordOutcome{}, err
+		return recordOutcome{}, &unreadableError{err}
 	}
 	tg, err := in.targets(ctx, env.Rcpt)
 	if err != nil {
@@ -522,7 +531,8 @@ func (in *Inbound) complaints(b *batch, res *inbound.Result, tg *targets) {
 		if tg.named != "" {
 			// Not joined: logged for the account, without suppressing the
 			// address it names (nothing proves it is the account's).
-			b.add(store.Event{Log: store.LogComplaints, Account: tg.named, Recipient: clip(fb.Recipient, 320), Fields: fields})
+			rcpt := clip(strings.ReplaceAll(fb.Recipient, "\x00", ""), 320)
+			b.add(store.Event{Log: store.LogComplaints, Account: tg.named, Recipient: rcpt, Fields: fields})
 		}
 		return
 	}

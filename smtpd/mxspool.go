@@ -423,6 +423,13 @@ func (in *Inbound) handle(ctx context.Context, name string) (err error) {
 		return nil
 	}
 	out, err := in.record(ctx, strings.TrimSuffix(name, inboundExt), env, br)
+	var ue *unreadableError
+	if errors.As(err, &ue) {
+		in.log.Error("inbound message unreadable; kept in failed/", "file", name, "err", err)
+		f.Close()
+		in.keep(path, inboundFailed)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
