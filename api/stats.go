@@ -16,7 +16,7 @@ import (
 type Counts struct {
 	Date          string `json:"date,omitempty"` // UTC day, or hour in RFC 3339; absent in the total
 	Sent          int    `json:"sent"`           // copies accepted (attempts)
-	Delivered     int    `json:"delivered"`      // less those that then bounced hard
+	Delivered     int    `json:"delivered"`      // less those that then bounced
 	Failed        int    `json:"failed"`         // copies that failed for good
 	Deferred      int    `json:"deferred"`       // tries that will be retried
 	Bounced       int    `json:"bounced"`        // hard and soft bounces

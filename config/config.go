@@ -48,6 +48,7 @@ type Config struct {
 	Domains  Domains  `toml:"domains"`
 	DKIM     DKIM     `toml:"dkim"`     // see dkim.go
 	Webhooks Webhooks `toml:"webhooks"` // see webhooks.go
+	Inbound  Inbound  `toml:"inbound"`  // the mail that comes back; see inbound.go
 
 	// BaseDir is the directory relative paths are resolved against: the
 	// config file's own directory when read by Load.
@@ -552,6 +553,7 @@ func (c *Config) SetDefaults() {
 	c.ACME.SetDefaults()
 	c.DKIM.SetDefaults()
 	c.Webhooks.SetDefaults()
+	c.Inbound.SetDefaults()
 }
 
 // Path resolves p against BaseDir. Empty stays empty.
@@ -810,7 +812,7 @@ func (c *Config) Validate() error {
 		// the space between the two floors stays for mail.
 		p.add("redirector.min_free_bytes", "must be above relay.min_free_bytes (%d), so hits never take the space mail needs", c.Relay.MinFreeBytes)
 	}
-	p = append(p, c.ACME.Validate(), c.Domains.Validate(), c.validateRedirectorTLS(), c.DKIM.Validate(), c.Webhooks.Validate()) // nils are dropped by Join
+	p = append(p, c.ACME.Validate(), c.Domains.Validate(), c.validateRedirectorTLS(), c.DKIM.Validate(), c.Webhooks.Validate(), c.Inbound.Validate()) // nils are dropped by Join
 	return errors.Join(p...)
 }
 

@@ -187,7 +187,7 @@ func (q *Queue) try(ctx context.Context, up Upstream, msg *store.Message, c *sto
 		return Result{State: "connect"}, errLocal{err}
 	}
 	defer f.Close()
-	env := Envelope{From: c.From, To: c.Recipient, SMTPUTF8: c.SMTPUTF8, Body8Bit: c.Body8Bit}
+	env := Envelope{From: q.cfg.VERP.Sender(c), To: c.Recipient, SMTPUTF8: c.SMTPUTF8, Body8Bit: c.Body8Bit}
 	sign, err := q.dkimPlan(c, f) // sign.go: the copy's DKIM keys, if any
 	if err != nil {
 		return Result{State: "connect"}, errLocal{err}

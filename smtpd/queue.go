@@ -48,6 +48,7 @@ type QueueConfig struct {
 	// own click domain is always one).
 	ClickDomains []string
 	DKIM         *DKIM         // signs copies with active keys (sign.go); nil signs nothing
+	VERP         *VERP         // gives each copy its own envelope sender (verp.go); nil keeps them
 	Workers      int           // deliveries at once; default 16
 	RetryBase    time.Duration // first retry delay, doubling; default 1m
 	RetryMax     time.Duration // backoff cap; default 1h

@@ -175,6 +175,7 @@ type Server struct {
 	nextID    atomic.Uint64
 
 	isLoopback func(netip.Addr) bool // injectable for tests
+	listening  string                // the log message of Serve: "smtp listening", or the MX's (mx.go)
 
 	connMu sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -318,7 +319,11 @@ func (s *Server) Serve(ln net.Listener, mode Mode) error {
 		ln.Close()
 		return fmt.Errorf("smtpd: unknown listener mode %d", mode)
 	}
-	s.log.Info("smtp listening", "addr", ln.Addr().String(), "implicit_tls", mode == ModeImplicitTLS)
+	msg := "smtp listening"
+	if s.listening != "" {
+		msg = s.listening
+	}
+	s.log.Info(msg, "addr", ln.Addr().String(), "implicit_tls", mode == ModeImplicitTLS)
 	err := s.smtp.Serve(l)
 	if err != nil && s.draining.Load() && errors.Is(err, net.ErrClosed) {
 		err = nil // closed by our Shutdown or Close before go-smtp's

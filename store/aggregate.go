@@ -30,7 +30,7 @@ type Metric int
 // NumMetrics read the missing ones as 0.
 const (
 	Accepted      Metric = iota // copies accepted (attempts)
-	Delivered                   // copies the upstream took, less those that then bounced hard
+	Delivered                   // copies the upstream took, less those that then bounced
 	Deferred                    // delivery tries that will be retried
 	Failed                      // copies that failed for good (hard failure, expired)
 	BouncedHard                 // hard bounces (the address will not work)

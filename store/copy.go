@@ -59,7 +59,7 @@ const (
 	CopyQueued    CopyState = "queued"
 	CopyDelivered CopyState = "delivered"
 	CopyFailed    CopyState = "failed"
-	// CopyBounced: delivered, then a hard bounce came back for it.
+	// CopyBounced: delivered, then a bounce (hard or soft) came back for it.
 	CopyBounced CopyState = "bounced"
 )
 

@@ -61,17 +61,19 @@ const (
 // SMTPeter's own come last, so scripts written for SMTPeter's files keep
 // their columns: "machine" (a hit from a scanner, an image proxy or a HEAD
 // request, kept out of every human figure) and "altered" (the reader asked
-// for a path or query other than the link's).
+// for a path or query other than the link's); a bounce's "reason" (the
+// classifier's: userunknown, mailboxfull, ...) and a DMARC row's "report"
+// (aggregate, or failure for a failure report).
 var LogFields = map[string][]string{
 	LogAttempts:   {"id", "time", "envelope", "recipient", "properties", "tags"},
 	LogDeliveries: {"id", "time", "envelope", "recipient", "from", "to", "attempt", "tags"},
 	LogFailures:   {"id", "time", "envelope", "recipient", "attempt", "from", "to", "type", "code", "status", "description", "state", "tags"},
 	LogClicks:     {"id", "time", "headers", "ip", "url", "destination", "tags", "recipient", "machine", "altered"},
 	LogOpens:      {"id", "time", "headers", "ip", "protocol", "tags", "recipient", "machine"},
-	LogBounces:    {"id", "time", "recipient", "type", "status", "code", "diagnostic", "mta", "tags"},
+	LogBounces:    {"id", "time", "recipient", "type", "status", "code", "diagnostic", "mta", "tags", "reason"},
 	LogResponses:  {"id", "time", "from", "to", "subject", "kind", "tags", "reason"},
 	LogComplaints: {"id", "time", "recipient", "feedbacktype", "reporter", "tags"},
-	LogDMARC:      {"time", "reporter", "reportid", "range", "domain", "ip", "count", "disposition", "dkim", "spf", "headerfrom"},
+	LogDMARC:      {"time", "reporter", "reportid", "range", "domain", "ip", "count", "disposition", "dkim", "spf", "headerfrom", "report"},
 }
 
 // Logs lists the log names in a fixed order.

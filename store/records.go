@@ -300,8 +300,9 @@ type Account struct {
 	// KeepSenderSignature keeps the sender's (now broken) DKIM-Signature
 	// headers when re-signing; by default they are dropped.
 	KeepSenderSignature bool `json:"keep_sender_signature,omitempty"`
-	// BounceDomain is the account's own verified bounce domain for VERP
-	// envelope senders; "" uses the relay's.
+	// BounceDomain names which of the account's own verified bounce
+	// domains VERP envelope senders use; "" takes its first verified one,
+	// and with none the relay's.
 	BounceDomain string `json:"bounce_domain,omitempty"`
 	// SoftBounceLimit suppresses an address after this many soft bounces
 	// within SoftBounceWindow; 0 takes the relay's default.

@@ -11,10 +11,11 @@ import (
 
 // RecordReturned stores what the mail that came back says, in one durable
 // commit: its events (bounces, complaints, responses, DMARC rows), the
-// copies that bounced hard (bounced: each delivered one becomes
-// CopyBounced and stops counting as delivered in the aggregates, at the
-// hour it was delivered), and address-list entries (hard bounces and
-// complaints suppress; an address already listed keeps its entry).
+// copies that bounced (bounced: a report that delivery failed, hard or
+// soft; each delivered one becomes CopyBounced and stops counting as
+// delivered in the aggregates, at the hour it was delivered), and
+// address-list entries (hard bounces and complaints suppress; an address
+// already listed keeps its entry).
 func (r *Relay) RecordReturned(ctx context.Context, events []Event, bounced []uint64, lists []AddressEntry) error {
 	evs, err := encodeEvents(events)
 	if err != nil {

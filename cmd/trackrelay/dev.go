@@ -77,6 +77,11 @@ retry_base = "10s"
 retry_max  = "5m"
 max_age    = "24h"
 
+[inbound]
+listen           = "127.0.0.1:2530"
+bounce_domain    = "bounces.localhost"
+report_addresses = ["dmarc@bounces.localhost"]
+
 [api]
 addr = "127.0.0.1:8025"
 

@@ -23,33 +23,39 @@ import (
 // redirector asks which hosts it serves (storePolicy in `serve`, the
 // relay's internal endpoint for a standalone redirector).
 
-// relayChecker is the REST API's DomainChecker over domaincheck.
+// relayChecker is the REST API's DomainChecker over domaincheck (click
+// domains) and bounce_domain.go (bounce domains).
 type relayChecker struct {
-	c      *domaincheck.Checker
-	target string
+	c        *domaincheck.Checker // nil without [domains] target
+	target   string
+	mxHost   string // [inbound] mx_host; "" without
+	resolver string // [domains] resolver
+	// dnsTimeout bounds one query of a bounce domain check; 0: 5s.
+	dnsTimeout time.Duration
 }
 
-// newRelayChecker returns the checker of cfg, or nil when no
-// [domains] target is set (checks are off).
+// newRelayChecker returns the checker of cfg, or nil when neither
+// [domains] target nor [inbound] mx_host is set (checks are off).
 func newRelayChecker(cfg *config.Config) (*relayChecker, error) {
-	if cfg.Domains.Target == "" {
+	if cfg.Domains.Target == "" && cfg.Inbound.MXHost == "" {
 		return nil, nil
 	}
-	ch, err := domainChallenger(cfg)
-	if err != nil {
-		return nil, err
+	rc := &relayChecker{target: strings.TrimSuffix(cfg.Domains.Target, "."), mxHost: cfg.Inbound.MXHost, resolver: cfg.Domains.Resolver}
+	if cfg.Domains.Target != "" {
+		ch, err := domainChallenger(cfg)
+		if err != nil {
+			return nil, err
+		}
+		rc.c = &domaincheck.Checker{Target: cfg.Domains.Target, Resolver: cfg.Domains.Resolver, Challenger: ch,
+			HTTPPort: cfg.Domains.CheckPort}
 	}
-	return &relayChecker{
-		c: &domaincheck.Checker{Target: cfg.Domains.Target, Resolver: cfg.Domains.Resolver, Challenger: ch,
-			HTTPPort: cfg.Domains.CheckPort},
-		target: strings.TrimSuffix(cfg.Domains.Target, "."),
-	}, nil
+	return rc, nil
 }
 
 // Records implements api.DomainChecker.
 func (rc *relayChecker) Records(name, kind string) []string {
 	if kind == store.DomainBounce {
-		return []string{fmt.Sprintf("%s. 3600 IN MX 10 %s.", name, rc.target)}
+		return []string{bounceRecord(name, rc.mxHost)}
 	}
 	return []string{fmt.Sprintf("%s. 3600 IN CNAME %s.", name, rc.target)}
 }
@@ -59,6 +65,9 @@ func (rc *relayChecker) Check(ctx context.Context, name, kind string) api.Domain
 	if kind == store.DomainBounce {
 		return checkBounceDomain(ctx, rc, name)
 	}
+	if rc.c == nil {
+		return api.DomainCheck{Problem: "click domains cannot be checked: the operator has not set [domains] target"}
+	}
 	res := rc.c.Check(ctx, name)
 	out := api.DomainCheck{OK: res.Verified, Records: append(append([]string(nil), res.Records...), res.Alternative...)}
 	if !res.Verified {
@@ -67,11 +76,9 @@ func (rc *relayChecker) Check(ctx context.Context, name, kind string) api.Domain
 	return out
 }
 
-// checkBounceDomain is the check of a bounce domain (its MX leads to the
-// relay's MX listener); see inbound wiring.
-var checkBounceDomain = func(ctx context.Context, rc *relayChecker, name string) api.DomainCheck {
-	return api.DomainCheck{Problem: "bounce domains cannot be checked by this relay yet"}
-}
+// checkBounceDomain is the check of a bounce domain: its MX (or a CNAME)
+// leads to the relay's MX host (bounce_domain.go).
+var checkBounceDomain = checkBounceMX
 
 // storePolicy is the redirector's DomainPolicy over the store: every
 // click domain that was verified once (old links keep working while it

@@ -77,6 +77,7 @@ type relayProc struct {
 	data     string
 	smtpAddr string
 	apiAddr  string
+	mxAddr   string // the MX listener (inbound.go)
 	stderr   *lockedBuf
 	done     chan struct{}
 }
@@ -102,8 +103,8 @@ func (l *lockedBuf) String() string {
 // is ready.
 func startRelay(t testing.TB, data string, extra ...string) *relayProc {
 	t.Helper()
-	p := &relayProc{t: t, data: data, smtpAddr: freeAddr(t), apiAddr: freeAddr(t), stderr: &lockedBuf{}, done: make(chan struct{})}
-	args := append([]string{"serve", "--dev", "--data", data, "--smtp-addr", p.smtpAddr, "--api-addr", p.apiAddr, "--http-addr", freeAddr(t)}, extra...)
+	p := &relayProc{t: t, data: data, smtpAddr: freeAddr(t), apiAddr: freeAddr(t), mxAddr: freeAddr(t), stderr: &lockedBuf{}, done: make(chan struct{})}
+	args := append([]string{"serve", "--dev", "--data", data, "--smtp-addr", p.smtpAddr, "--api-addr", p.apiAddr, "--http-addr", freeAddr(t), "--mx-addr", p.mxAddr}, extra...)
 	p.cmd = exec.Command(binary(t), args...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {

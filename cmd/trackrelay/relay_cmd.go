@@ -45,6 +45,7 @@ type serveFlags struct {
 	httpAddr  string
 	apiAddr   string
 	upstream  string
+	mxAddr    string
 	logFormat string
 	logLevel  string
 }
@@ -61,6 +62,7 @@ func parseServeFlags(name string, args []string, io stdio, dev bool) (*serveFlag
 	fs.StringVar(&f.smtpAddr, "smtp-addr", "", "SMTP listener address, overriding the config's listeners (dev default 127.0.0.1:2525)")
 	fs.StringVar(&f.apiAddr, "api-addr", "", "internal API listener (health, metrics; default 127.0.0.1:8025)")
 	fs.StringVar(&f.upstream, "upstream", "", "deliver to smtp://host:port, smtps://host:port or a folder path")
+	fs.StringVar(&f.mxAddr, "mx-addr", "", "MX listener address for mail that comes back, overriding [inbound] listen (dev default 127.0.0.1:2530)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
@@ -170,6 +172,9 @@ func applyFlags(cfg *config.Config, f *serveFlags) error {
 		// Webhook receivers on this machine, also with a dev config made
 		// before [webhooks] existed.
 		cfg.Webhooks.AllowHTTP, cfg.Webhooks.AllowLoopback = true, true
+	}
+	if f.mxAddr != "" {
+		cfg.Inbound.Listen = f.mxAddr
 	}
 	if f.dev && f.httpAddr != "" {
 		// Tracked links point at the redirector wherever it listens.
@@ -367,8 +372,12 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 	if a.dkim, err = newDKIMKeeper(ctx, a.store, dkimConfig(cfg), log.With("component", "dkim"), reg); err != nil {
 		return err
 	}
+	verp, err := inboundVERP(cfg, codec, a.store, log) // inbound.go
+	if err != nil {
+		return err
+	}
 	queue, err = smtpd.NewQueue(smtpd.QueueConfig{
-		Store: a.store, Spool: a.spool, Upstreams: a.upstreams, Codec: codec, ClickDomains: clickDomains, DKIM: a.dkim.signer,
+		Store: a.store, Spool: a.spool, Upstreams: a.upstreams, Codec: codec, ClickDomains: clickDomains, DKIM: a.dkim.signer, VERP: verp,
 		Workers: cfg.Delivery.Workers, RetryBase: cfg.Delivery.RetryBase, RetryMax: cfg.Delivery.RetryMax,
 		MaxAge: cfg.Delivery.MaxAge, Logger: log.With("component", "delivery"), Registerer: reg,
 	})
@@ -465,6 +474,12 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 		}
 		lns = append(lns, smtpLn{ln, mode})
 	}
+	mx, err := newMX(cfg, dataDir, a.store, verp, tlsCfg, log, reg) // inbound.go; nil when off
+	if err != nil {
+		closeAll()
+		return err
+	}
+	defer mx.stop()
 	apiLn, err := net.Listen("tcp", cfg.API.Addr)
 	if err != nil {
 		closeAll()
@@ -493,6 +508,7 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns)+2)
+	mx.serve(errc)
 	for _, l := range lns {
 		wg.Add(1)
 		go func() {

@@ -37,6 +37,7 @@ func testDevConfig(t *testing.T) (bin, dir, cfgPath, cfgText string) {
 	for _, r := range [][2]string{
 		{`addr = "127.0.0.1:2525"`, `addr = "127.0.0.1:0"`},
 		{`addr = "127.0.0.1:8025"`, `addr = "127.0.0.1:0"`},
+		{`listen           = "127.0.0.1:2530"`, `listen           = "127.0.0.1:0"`},
 		{`click_domain  = "localhost:8080"`, `click_domain  = "click.test"`},
 	} {
 		if !strings.Contains(cfgText, r[0]) {
