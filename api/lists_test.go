@@ -89,7 +89,7 @@ func TestAddressListsREST(t *testing.T) {
 			st, b = d.call(http.MethodGet, tc.path, keyOperator, nil, nil)
 			wantError(t, st, b, http.StatusBadRequest, "?account=")
 			st, b = d.call(http.MethodGet, tc.path+"?account=nobody", keyOperator, nil, nil)
-			wantError(t, st, b, http.StatusNotFound, "no such account")
+			wantError(t, st, b, http.StatusNotFound, "not found")
 			if st, b := d.call(http.MethodGet, tc.path+"/alice@example.org?account=shop", keyOperator, nil, &e); st != http.StatusOK || e.Account != "shop" {
 				t.Fatalf("operator get: %d %s", st, b)
 			}
