@@ -347,6 +347,9 @@ func (b *batch) putEvents(ctx context.Context, tx pgx.Tx, events []store.Event, 
 		if events, err = dedupKeys(ctx, tx, events); err != nil {
 			return err
 		}
+		if len(events) == 0 {
+			return nil
+		}
 	}
 	rows := make([][]any, len(events))
 	for i := range events {
@@ -488,7 +491,11 @@ func counterUpsert(table string, keyCols, keyTypes []string, clamp bool) string 
 		fmt.Fprintf(&sb, "$%d::bigint[]", n)
 	}
 	pk := strings.Join(keyCols, ", ")
-	fmt.Fprintf(&sb, ") ORDER BY %s ON CONFLICT (%s) DO UPDATE SET ", pk, pk)
+	pos := make([]string, len(keyCols))
+	for i := range pos {
+		pos[i] = strconv.Itoa(i + 1)
+	}
+	fmt.Fprintf(&sb, ") ORDER BY %s ON CONFLICT (%s) DO UPDATE SET ", strings.Join(pos, ", "), pk)
 	for i, m := range store.MetricNames {
 		if i > 0 {
 			sb.WriteString(", ")

@@ -125,7 +125,7 @@ func (d *DB) deleteEvents(ctx context.Context, now time.Time, rt store.Retention
 	}
 	var cuts []cut
 	for _, log := range store.Logs {
-		var others []string
+		others := []string{} // never NULL: account <> ALL(NULL) matches nothing
 		for _, a := range own {
 			if d, ok := rt.Accounts[a][log]; ok && d > 0 {
 				cuts = append(cuts, cut{"account = $1 AND log = $2 AND t < $3", []any{a, log, now.Add(-d).UnixNano()}})
