@@ -1025,7 +1025,7 @@ func testWebhooks(t *testing.T, db store.DB) {
 		}
 	}
 	s := linked(t, db, "shop", []string{"vip"}, "a@x") // accepted: wh-all, wh-tag
-	deliver(t, db, s.copies[0], base.Add(time.Minute))  // delivered: wh-all, wh-tag
+	deliver(t, db, s.copies[0], base.Add(time.Minute)) // delivered: wh-all, wh-tag
 	scan := hit("w1", "click", s.copies[0], 1, "https://shop.example/a?x=1", base.Add(time.Hour))
 	scan.Machine = true // only wh-clicks takes machine hits
 	if err := db.IngestHits(ctx, []store.Hit{scan, hit("w2", "click", s.copies[0], 1, "https://shop.example/a?x=1", base.Add(2*time.Hour))}); err != nil {
@@ -1255,16 +1255,16 @@ func testRetention(t *testing.T, db store.DB) {
 	}
 	// Default 30 days; clicks 10 days for everyone; "short" keeps
 	// attempts 5 days; "long" keeps clicks 60 days.
-	add("shop", store.LogAttempts, 40*day, "a@x")  // gone (default)
-	add("shop", store.LogAttempts, 20*day, "b@x")  // kept
-	add("shop", store.LogClicks, 12*day, "c@x")    // gone (clicks 10)
-	add("shop", store.LogClicks, 8*day, "d@x")     // kept
-	add("short", store.LogAttempts, 6*day, "e@x")  // gone (own 5)
-	add("short", store.LogAttempts, 4*day, "f@x")  // kept
-	add("short", store.LogClicks, 12*day, "g@x")   // gone (clicks 10)
-	add("long", store.LogClicks, 40*day, "h@x")    // kept (own 60)
-	add("long", store.LogClicks, 70*day, "i@x")    // gone (own 60)
-	add("long", store.LogAttempts, 40*day, "j@x")  // gone (default)
+	add("shop", store.LogAttempts, 40*day, "a@x")   // gone (default)
+	add("shop", store.LogAttempts, 20*day, "b@x")   // kept
+	add("shop", store.LogClicks, 12*day, "c@x")     // gone (clicks 10)
+	add("shop", store.LogClicks, 8*day, "d@x")      // kept
+	add("short", store.LogAttempts, 6*day, "e@x")   // gone (own 5)
+	add("short", store.LogAttempts, 4*day, "f@x")   // kept
+	add("short", store.LogClicks, 12*day, "g@x")    // gone (clicks 10)
+	add("long", store.LogClicks, 40*day, "h@x")     // kept (own 60)
+	add("long", store.LogClicks, 70*day, "i@x")     // gone (own 60)
+	add("long", store.LogAttempts, 40*day, "j@x")   // gone (default)
 	add("shop", store.LogDeliveries, 90*day, "k@x") // gone, older than everything
 	keyed := ev(store.LogBounces, "shop", 1, old(40*day), "l@x", map[string]string{"type": "soft"})
 	keyed.Key = "k1"
