@@ -153,7 +153,7 @@ func (d *DB) TopLinks(ctx context.Context, account, dim string, from, to time.Ti
 	if err != nil {
 		return nil, fmt.Errorf("postgres: top links: %w", err)
 	}
-	return out, nil
+	return nilIfEmpty(out), nil
 }
 
 // LinkMessages implements store.DB.
@@ -250,5 +250,5 @@ func (d *DB) MessageLinks(ctx context.Context, message uint64) ([]store.LinkStat
 	if err != nil {
 		return nil, fmt.Errorf("postgres: message links: %w", err)
 	}
-	return out, nil
+	return nilIfEmpty(out), nil
 }

@@ -482,3 +482,12 @@ func (d *DB) forgetPartitions() {
 }
 
 func i64(u uint64) int64 { return int64(u) }
+
+// nilIfEmpty returns nil for an empty list, as the bbolt backend does
+// (JSON shows null, not []).
+func nilIfEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}

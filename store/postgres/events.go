@@ -702,7 +702,7 @@ func (d *DB) EventDays(ctx context.Context, account string) ([]store.DayLog, err
 	if err != nil {
 		return nil, fmt.Errorf("postgres: event days: %w", err)
 	}
-	return out, nil
+	return nilIfEmpty(out), nil
 }
 
 func timeNS(t time.Time, zero int64) int64 {

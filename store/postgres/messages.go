@@ -338,5 +338,5 @@ func (d *DB) SearchMessages(ctx context.Context, q store.MessageQuery) ([]store.
 	if err != nil {
 		return nil, fmt.Errorf("postgres: search: %w", err)
 	}
-	return out, nil
+	return nilIfEmpty(out), nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/trackrelay/trackrelay/store"
 	"github.com/trackrelay/trackrelay/store/postgres/pgtest"
@@ -63,4 +64,41 @@ func TestContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.DB {
 		return openNode(t, newDSN(t), fmt.Sprintf("node-%d", nodeN.Add(1)))
 	})
+}
+
+// TestLoadFromBolt copies a bbolt database with a little of everything
+// into PostgreSQL and compares every answer of the two.
+func TestLoadFromBolt(t *testing.T) {
+	rel, err := store.OpenRelay(t.TempDir()+"/relay.db", store.RelayOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rel.Close()
+	storetest.Populate(t, rel)
+	d := openNode(t, newDSN(t), "copy")
+	st, err := d.Load(context.Background(), func(fn func(any) error) error { return rel.Dump(context.Background(), fn) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Messages != 2 || st.Copies != 5 || st.Events == 0 || st.Hits != 1 || st.Webhooks == 0 || st.Addresses != 2 {
+		t.Errorf("load stats %+v", st)
+	}
+	storetest.Compare(t, rel, d)
+	// Copying again into a database that holds data is refused.
+	if _, err := d.Load(context.Background(), func(fn func(any) error) error { return rel.Dump(context.Background(), fn) }); err == nil {
+		t.Error("a second copy into the same database was accepted")
+	}
+	// The copied data keeps working: a hit shipped again is still a duplicate.
+	var queued []*store.Copy
+	_ = d.QueuedCopies(context.Background(), func(c *store.Copy) error { queued = append(queued, c); return nil })
+	if len(queued) != 1 {
+		t.Fatalf("queued after the copy: %d", len(queued))
+	}
+	before, _ := d.Totals(context.Background(), "shop")
+	if err := d.IngestHits(context.Background(), []store.Hit{{ID: "p1", Kind: "pixel", MessageID: 1, Time: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := d.Totals(context.Background(), "shop"); after != before {
+		t.Errorf("a copied hit id was taken again: %v -> %v", before.Map(), after.Map())
+	}
 }

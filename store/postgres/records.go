@@ -46,7 +46,7 @@ func (d *DB) ListRecords(ctx context.Context, kind store.RecordKind, account str
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list %s: %w", kind, err)
 	}
-	return out, nil
+	return nilIfEmpty(out), nil
 }
 
 // UpdateRecord implements store.RecordStore: the record's row is locked

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -23,7 +24,7 @@ func whArgs(m *store.WebhookMessage) []any {
 	if payload == nil {
 		payload = []byte{}
 	}
-	return []any{m.ID, m.Endpoint, m.Account, m.Type, payload, m.Created.UnixNano(), m.Attempts, m.NextAttempt.UnixNano(),
+	return []any{m.ID, m.Endpoint, m.Account, m.Type, payload, nsOf(m.Created), m.Attempts, nsOf(m.NextAttempt),
 		m.State, m.LastStatus, clean(m.LastError), m.Recipient}
 }
 
@@ -37,7 +38,7 @@ func scanWebhook(row pgx.CollectableRow) (store.WebhookMessage, error) {
 	var m store.WebhookMessage
 	var created, next int64
 	err := row.Scan(&m.ID, &m.Endpoint, &m.Account, &m.Type, &m.Payload, &created, &m.Attempts, &next, &m.State, &m.LastStatus, &m.LastError, &m.Recipient)
-	m.Created, m.NextAttempt = time.Unix(0, created).UTC(), time.Unix(0, next).UTC()
+	m.Created, m.NextAttempt = timeOf(created), timeOf(next)
 	if len(m.Payload) == 0 {
 		m.Payload = nil
 	}
@@ -57,7 +58,7 @@ func (d *DB) ClaimWebhooks(ctx context.Context, now time.Time, lease time.Durati
 				SELECT id, next_attempt AS due FROM wh_msgs WHERE state = 'pending' AND next_attempt <= $1
 				ORDER BY next_attempt, id LIMIT $3 FOR UPDATE SKIP LOCKED)
 			UPDATE wh_msgs w SET next_attempt = $2 FROM c WHERE w.id = c.id
-			RETURNING c.due, `+prefixed("w.", whCols), now.UnixNano(), now.Add(lease).UnixNano(), limit)
+			RETURNING c.due, `+prefixed("w.", whCols), nsOf(now), nsOf(now.Add(lease)), limit)
 		if err != nil {
 			return err
 		}
@@ -70,7 +71,7 @@ func (d *DB) ClaimWebhooks(ctx context.Context, now time.Time, lease time.Durati
 			var created, next int64
 			m := &c.m
 			err := row.Scan(&c.due, &m.ID, &m.Endpoint, &m.Account, &m.Type, &m.Payload, &created, &m.Attempts, &next, &m.State, &m.LastStatus, &m.LastError, &m.Recipient)
-			m.Created, m.NextAttempt = time.Unix(0, created).UTC(), time.Unix(0, next).UTC()
+			m.Created, m.NextAttempt = timeOf(created), timeOf(next)
 			return c, err
 		})
 		if err != nil {
@@ -125,7 +126,7 @@ func (d *DB) NextWebhookDue(ctx context.Context) (time.Time, bool, error) {
 	if ns == nil {
 		return time.Time{}, false, nil
 	}
-	return time.Unix(0, *ns).UTC(), true, nil
+	return timeOf(*ns), true, nil
 }
 
 // FinishWebhookAttempt implements store.DB.
@@ -137,7 +138,7 @@ func (d *DB) FinishWebhookAttempt(ctx context.Context, id string, a store.Webhoo
 	err = d.write(ctx, func(tx pgx.Tx) error {
 		var n int
 		err := tx.QueryRow(ctx, `UPDATE wh_msgs SET attempts = attempts + 1, state = $2, next_attempt = $3, last_status = $4, last_error = $5
-			WHERE id = $1 RETURNING attempts`, id, state, next.UnixNano(), a.Status, clean(a.Error)).Scan(&n)
+			WHERE id = $1 RETURNING attempts`, id, state, nsOf(next), a.Status, clean(a.Error)).Scan(&n)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("%w: webhook message %s", store.ErrNotFound, id)
 		}
@@ -221,7 +222,7 @@ func (d *DB) WebhookMessages(ctx context.Context, endpoint, state, before string
 	if err != nil {
 		return nil, fmt.Errorf("postgres: webhook messages: %w", err)
 	}
-	return ms, nil
+	return nilIfEmpty(ms), nil
 }
 
 // WebhookAttempts implements store.DB.
@@ -256,11 +257,27 @@ func (d *DB) WebhookQueue(ctx context.Context) ([]store.WebhookQueueStat, error)
 		var s store.WebhookQueueStat
 		var oldest, due int64
 		err := row.Scan(&s.Endpoint, &s.Account, &s.Depth, &oldest, &due)
-		s.Oldest = time.Unix(0, oldest).UTC()
+		s.Oldest = timeOf(oldest)
 		return s, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: webhook queue: %w", err)
 	}
 	return out, nil
+}
+
+// nsOf and timeOf keep a time as Unix nanoseconds, the zero time as the
+// smallest bigint (its UnixNano is not defined).
+func nsOf(t time.Time) int64 {
+	if t.IsZero() {
+		return math.MinInt64
+	}
+	return t.UnixNano()
+}
+
+func timeOf(ns int64) time.Time {
+	if ns == math.MinInt64 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
 }
