@@ -37,6 +37,7 @@ type Config struct {
 	Delivery        Delivery         `toml:"delivery"`
 	Logs            Logs             `toml:"logs"`
 	API             API              `toml:"api"`
+	Store           Store            `toml:"store"` // see store.go
 	// Redirector is the public HTTP edge's section; see redirector.go.
 	Redirector Redirector `toml:"redirector"`
 
@@ -302,6 +303,7 @@ func (c *Config) SetDefaults() {
 		c.API.Addr = "127.0.0.1:8025"
 	}
 	c.Redirector.SetDefaults()
+	c.Store.SetDefaults(c.Relay.Hostname)
 }
 
 // Path resolves p against BaseDir. Empty stays empty.
@@ -516,6 +518,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.Redirector.Validate(); err != nil {
+		p = append(p, err)
+	}
+	if err := c.Store.Validate(); err != nil {
 		p = append(p, err)
 	}
 	return errors.Join(p...)

@@ -656,7 +656,11 @@ func (a *relayApp) apiHandler(reg *prometheus.Registry, keys []api.Key) http.Han
 	return mux
 }
 
-// openStore opens the relay's store: bbolt in the data folder.
+// openStore opens the relay's store: bbolt in the data folder, or the
+// PostgreSQL database several nodes share ([store], store_cmd.go).
 func openStore(cfg *config.Config, dataDir string, log *slog.Logger) (store.DB, error) {
+	if cfg.Store.Backend == config.StorePostgres {
+		return openPostgres(context.Background(), cfg, log)
+	}
 	return store.OpenRelay(filepath.Join(dataDir, "relay.db"), store.RelayOptions{Logger: log})
 }
