@@ -30,6 +30,7 @@ func TestMain(m *testing.M) {
 	if server != nil {
 		server.Stop()
 	}
+	stopDurable()
 	os.Exit(code)
 }
 
