@@ -233,29 +233,49 @@ func BenchmarkRelayStore(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// seedCopies adds n one-copy messages to st, with links recorded.
+// seedCopies adds n delivered one-copy messages to st, with links
+// recorded, from 16 writers at once.
 func seedCopies(b *testing.B, st store.DB, n, links int) []*store.Copy {
 	ctx := context.Background()
-	var out []*store.Copy
-	for i := range n {
-		m := &store.Message{ID: st.NextID(), SpoolPath: fmt.Sprint("m", i), Recipients: []string{fmt.Sprintf("r%d@example.org", i)}, Created: time.Now().UTC(), Remaining: 1}
-		c := &store.Copy{ID: st.NextID(), MessageID: m.ID, Account: "shop", Credential: "shop", Recipient: m.Recipients[0], Tags: []string{"news", fmt.Sprint("t", i%4)},
-			State: store.CopyQueued, Created: m.Created}
-		if err := st.AddMessage(ctx, m, []*store.Copy{c}, nil); err != nil {
-			b.Fatal(err)
-		}
-		var ls []store.MessageLink
-		for p := range links {
-			ls = append(ls, store.MessageLink{Position: uint32(p), URL: fmt.Sprintf("https://shop.example.com/p/%d?utm=news", p)})
-		}
-		if err := st.PutMessageLinks(ctx, m.ID, ls); err != nil {
-			b.Fatal(err)
-		}
-		c.State = store.CopyDelivered
-		if _, err := st.UpdateCopy(ctx, c, []store.Event{{Log: store.LogDeliveries, Account: "shop", ID: c.ID, Time: c.Created, Recipient: c.Recipient, Tags: c.Tags}}); err != nil {
-			b.Fatal(err)
-		}
-		out = append(out, c)
+	out := make([]*store.Copy, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				m := &store.Message{ID: st.NextID(), SpoolPath: fmt.Sprint("m", i), Recipients: []string{fmt.Sprintf("r%d@example.org", i)}, Created: time.Now().UTC(), Remaining: 1}
+				c := &store.Copy{ID: st.NextID(), MessageID: m.ID, Account: "shop", Credential: "shop", Recipient: m.Recipients[0], Tags: []string{"news", fmt.Sprint("t", i%4)},
+					State: store.CopyQueued, Created: m.Created}
+				if err := st.AddMessage(ctx, m, []*store.Copy{c}, nil); err != nil {
+					b.Error(err)
+					return
+				}
+				var ls []store.MessageLink
+				for p := range links {
+					ls = append(ls, store.MessageLink{Position: uint32(p), URL: fmt.Sprintf("https://shop.example.com/p/%d?utm=news", p)})
+				}
+				if err := st.PutMessageLinks(ctx, m.ID, ls); err != nil {
+					b.Error(err)
+					return
+				}
+				c.State = store.CopyDelivered
+				if _, err := st.UpdateCopy(ctx, c, []store.Event{{Log: store.LogDeliveries, Account: "shop", ID: c.ID, Time: c.Created, Recipient: c.Recipient, Tags: c.Tags}}); err != nil {
+					b.Error(err)
+					return
+				}
+				out[i] = c
+			}
+		}()
+	}
+	wg.Wait()
+	if b.Failed() {
+		b.FailNow()
 	}
 	return out
 }
@@ -309,34 +329,96 @@ func BenchmarkIngestHits(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// BenchmarkLinks1M fills bbolt and PostgreSQL with a million click events
-// (5000 copies, 20 links, 30 days) and measures what /v1/links asks for a
-// month (TopLinks) and a day of the clicks log (Events), reporting each
-// backend's time and the ratio. Set BENCH_EVENTS to use fewer events.
-func BenchmarkLinks1M(b *testing.B) {
-	total := 1_000_000
-	if v := os.Getenv("BENCH_EVENTS"); v != "" {
-		fmt.Sscan(v, &total)
+// links1M are the filled stores of BenchmarkLinks1M, made once per test
+// binary (the framework calls a benchmark several times) and closed by
+// TestMain.
+var (
+	links1MOnce   sync.Once
+	links1MDBs    []store.DB
+	links1MClose  []func()
+	links1MEvents int
+)
+
+func closeLinks1M() {
+	for _, f := range links1MClose {
+		f()
 	}
-	const batch, links, days = 5000, 20, 30
-	bs := backends()
-	dbs := make([]store.DB, len(bs))
-	var ids store.IDGen
-	for i, be := range bs {
-		dbs[i] = be.open(b)
-		copies := seedCopies(b, dbs[i], 5000, links)
-		start := time.Now()
-		for r := range total / batch {
-			if err := dbs[i].IngestHits(context.Background(), hitBatch(&ids, copies, links, batch, days, r)); err != nil {
-				b.Fatal(err)
-			}
+}
+
+const links1MLinks, links1MDays = 20, 30
+
+func fillLinks1M(b *testing.B) []store.DB {
+	links1MOnce.Do(func() {
+		total := 1_000_000
+		if v := os.Getenv("BENCH_EVENTS"); v != "" {
+			fmt.Sscan(v, &total)
 		}
-		b.Logf("%s: %d click events stored in %v", be.name, total, time.Since(start).Round(time.Millisecond))
+		links1MEvents = total
+		const batch = 5000
+		var ids store.IDGen
+		for _, name := range []string{"bbolt", "postgres"} {
+			var db store.DB
+			if name == "bbolt" {
+				dir, err := os.MkdirTemp("", "trackrelay-bench-")
+				if err != nil {
+					b.Fatal(err)
+				}
+				r, err := store.OpenRelay(filepath.Join(dir, "relay.db"), store.RelayOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				db = r
+				links1MClose = append(links1MClose, func() { r.Close(); os.RemoveAll(dir) })
+			} else {
+				d, err := Open(context.Background(), Options{DSN: durableDSN(b), Node: "bench"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				db = d
+				links1MClose = append(links1MClose, func() { d.Close() })
+			}
+			copies := seedCopies(b, db, 5000, links1MLinks)
+			start := time.Now()
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range 4 { // as several redirectors ship at once
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for r := int(next.Add(1)) - 1; r < total/batch; r = int(next.Add(1)) - 1 {
+						if err := db.IngestHits(context.Background(), hitBatch(&ids, copies, links1MLinks, batch, links1MDays, r)); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if b.Failed() {
+				b.FailNow()
+			}
+			fmt.Fprintf(os.Stderr, "BenchmarkLinks1M: %s: %d click events stored in %v\n", name, total, time.Since(start).Round(time.Millisecond))
+			links1MDBs = append(links1MDBs, db)
+		}
+	})
+	if len(links1MDBs) != 2 {
+		b.Fatal("the stores of BenchmarkLinks1M were not made")
 	}
+	return links1MDBs
+}
+
+// BenchmarkLinks1M fills bbolt and PostgreSQL with a million click events
+// (5000 copies, 20 links, 30 days, shipped by 4 writers at once) and
+// measures what /v1/links asks for a month (TopLinks) and a day of the
+// clicks log (Events), reporting each backend's time and the ratio. Set
+// BENCH_EVENTS to use fewer events.
+func BenchmarkLinks1M(b *testing.B) {
+	dbs := fillLinks1M(b)
+	total, links, days := links1MEvents, links1MLinks, links1MDays
 	ctx := context.Background()
 	now := time.Now().UTC()
-	top := make([]time.Duration, len(bs))
-	day := make([]time.Duration, len(bs))
+	top := make([]time.Duration, len(dbs))
+	day := make([]time.Duration, len(dbs))
 	b.ResetTimer()
 	for range b.N {
 		for i, db := range dbs {

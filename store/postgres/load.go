@@ -37,7 +37,7 @@ func (d *DB) Load(ctx context.Context, dump func(fn func(item any) error) error)
 			return errors.New("the database holds messages, events or hits already: copy into a new one")
 		}
 		l := &loader{tx: tx, d: d, st: &st, parts: map[int64]bool{}, days: map[[3]string]int64{}, rows: map[string][][]any{}}
-		if err := dump(l.item); err != nil {
+		if err := dump(func(it any) error { return l.item(ctx, it) }); err != nil {
 			return err
 		}
 		return l.finish(ctx)
@@ -96,8 +96,7 @@ func counterRow(pre []any, c store.Counters) []any {
 	return pre
 }
 
-func (l *loader) item(it any) error {
-	ctx := context.Background()
+func (l *loader) item(ctx context.Context, it any) error {
 	switch v := it.(type) {
 	case store.RawRecord:
 		if _, err := l.tx.Exec(ctx, `INSERT INTO records (kind, key, account, value) VALUES ($1, $2, $3, $4)

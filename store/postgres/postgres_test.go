@@ -30,6 +30,7 @@ func TestMain(m *testing.M) {
 	if server != nil {
 		server.Stop()
 	}
+	closeLinks1M()
 	stopDurable()
 	os.Exit(code)
 }

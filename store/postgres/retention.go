@@ -75,6 +75,7 @@ func (d *DB) deleteEvents(ctx context.Context, now time.Time, rt store.Retention
 		if pt.hi > floor {
 			continue
 		}
+		gone := 0
 		err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, lockClass, lockPartition); err != nil {
 				return err
@@ -96,13 +97,14 @@ func (d *DB) deleteEvents(ctx context.Context, now time.Time, rt store.Retention
 					return err
 				}
 			}
-			total += n
 			dropped = true
+			gone = n
 			return nil
 		})
 		if err != nil {
 			return total, fmt.Errorf("postgres: retention: drop %s: %w", pt.name, err)
 		}
+		total += gone
 	}
 	if dropped {
 		d.forgetPartitions()
@@ -135,12 +137,13 @@ func (d *DB) deleteEvents(ctx context.Context, now time.Time, rt store.Retention
 		cuts = append(cuts, cut{"log = $1 AND t < $2 AND account <> ALL($3)", []any{log, now.Add(-rt.For("\x00", log)).UnixNano(), others}})
 	}
 	for _, c := range cuts {
+		n := 0
 		err := d.write(ctx, func(tx pgx.Tx) error {
 			tag, err := tx.Exec(ctx, `DELETE FROM events WHERE `+c.cond, c.args...)
 			if err != nil {
 				return err
 			}
-			total += int(tag.RowsAffected())
+			n = int(tag.RowsAffected())
 			if _, err := tx.Exec(ctx, `DELETE FROM event_keys WHERE `+c.cond, c.args...); err != nil {
 				return err
 			}
@@ -161,6 +164,7 @@ func (d *DB) deleteEvents(ctx context.Context, now time.Time, rt store.Retention
 		if err != nil {
 			return total, fmt.Errorf("postgres: retention: %w", err)
 		}
+		total += n
 	}
 	return total, nil
 }
