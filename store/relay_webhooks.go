@@ -269,7 +269,7 @@ func (r *Relay) WebhookMessages(ctx context.Context, endpoint, state, before str
 		c := tx.Bucket([]byte(bucketWHByEndpoint)).Cursor()
 		var k []byte
 		if before != "" {
-			k, _ = c.Seek(append(bytes.Clone(prefix), before...))
+			c.Seek(append(bytes.Clone(prefix), before...)) // then step back: ids before it
 			k, _ = c.Prev()
 		} else {
 			k, _ = c.Seek(prefixEnd(prefix))

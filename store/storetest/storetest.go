@@ -1061,6 +1061,11 @@ func testWebhooks(t *testing.T, db store.DB) {
 	if page, _ := db.WebhookMessages(ctx, "wh-all", "", all[0].ID, 1); len(page) != 1 || page[0].ID != all[1].ID {
 		t.Errorf("page before %s: %+v", all[0].ID, page)
 	}
+	// Before an id above every stored one: all of them (wh-tag's keys are
+	// the last of the store's).
+	if page, _ := db.WebhookMessages(ctx, "wh-tag", "", "msg_~", 0); len(page) != 3 {
+		t.Errorf("page before an id above all: %d messages, want 3", len(page))
+	}
 	q, err := db.WebhookQueue(ctx)
 	if err != nil {
 		t.Fatal(err)
