@@ -20,7 +20,7 @@ type Store struct {
 	// Node names this relay node among those sharing the database; its
 	// messages are delivered from its own spool. Default relay.hostname.
 	Node string `toml:"node"`
-	// MaxConns bounds the node's connections; 0 is the driver's default.
+	// MaxConns bounds the node's connections; 0 is 20.
 	MaxConns int `toml:"max_conns"`
 }
 

@@ -45,6 +45,13 @@ const (
 	lockNodeBase  = 1000 // + node number: held by the running node
 )
 
+// DefaultMaxConns is a node's pool size unless Options say otherwise:
+// enough for its SMTP sessions, delivery workers and hit ingest to wait
+// on PostgreSQL's commits side by side (PostgreSQL flushes concurrent
+// commits together), few enough for several nodes on one server's
+// default max_connections (100).
+const DefaultMaxConns = 20
+
 // shards is how many rows each hot counter is split over.
 const shards = 16
 
@@ -56,7 +63,7 @@ type Options struct {
 	// Node names this relay node: its messages and spool are its own.
 	// Nodes with the same name are the same node: only one may run.
 	Node string
-	// MaxConns bounds the pool; 0 is pgx's default (4 per CPU, at least 4).
+	// MaxConns bounds the pool; 0 is DefaultMaxConns.
 	MaxConns int32
 	Logger   *slog.Logger
 }
@@ -123,6 +130,7 @@ func newPool(ctx context.Context, opts Options) (*pgxpool.Pool, error) {
 		// pgx's message may hold the password: say only what failed.
 		return nil, errors.New("postgres: store.dsn: not a valid connection string")
 	}
+	cfg.MaxConns = DefaultMaxConns
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
