@@ -280,28 +280,47 @@ func (b *batch) event(e *store.Event, fresh map[uniqKey]bool) {
 	b.link(e, link, posKnown, lc)
 }
 
-// webhook queues e's webhook messages for the account's endpoints that
-// want it.
-func (b *batch) webhook(ctx context.Context, tx pgx.Tx, e *store.Event) error {
-	eps, ok := b.endpoints[e.Account]
-	if !ok {
-		rows, err := tx.Query(ctx, `SELECT value FROM records WHERE kind = 'webhook' AND account = $1 ORDER BY key`, e.Account)
-		if err != nil {
-			return err
+// sqlEndpoints reads the webhook endpoints of some accounts.
+const sqlEndpoints = `SELECT account, value FROM records WHERE kind = 'webhook' AND account = ANY($1) ORDER BY key`
+
+// missingEndpoints lists the accounts of events whose endpoints are not
+// loaded yet.
+func (b *batch) missingEndpoints(events []store.Event) []string {
+	var out []string
+	for i := range events {
+		a := events[i].Account
+		if _, ok := b.endpoints[a]; !ok && !slices.Contains(out, a) {
+			out = append(out, a)
 		}
-		vs, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
-		if err != nil {
-			return err
-		}
-		for _, v := range vs {
-			var w store.Webhook
-			if err := json.Unmarshal(v, &w); err != nil {
-				return fmt.Errorf("postgres: webhook: %w", err)
-			}
-			eps = append(eps, w)
-		}
-		b.endpoints[e.Account] = eps
 	}
+	return out
+}
+
+// readEndpoints keeps the endpoints rows read for accounts.
+func (b *batch) readEndpoints(rows pgx.Rows, accounts []string) error {
+	for _, a := range accounts {
+		b.endpoints[a] = nil
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var a string
+		var v []byte
+		if err := rows.Scan(&a, &v); err != nil {
+			return err
+		}
+		var w store.Webhook
+		if err := json.Unmarshal(v, &w); err != nil {
+			return fmt.Errorf("postgres: webhook: %w", err)
+		}
+		b.endpoints[a] = append(b.endpoints[a], w)
+	}
+	return rows.Err()
+}
+
+// webhook queues e's webhook messages for the account's endpoints that
+// want it (loaded with the events' insert).
+func (b *batch) webhook(e *store.Event) error {
+	eps := b.endpoints[e.Account]
 	if len(eps) == 0 {
 		return nil
 	}
@@ -373,9 +392,19 @@ func (b *batch) putEvents(ctx context.Context, tx pgx.Tx, events []store.Event, 
 		b.days[[3]string{e.Account, e.Time.UTC().Format(time.DateOnly), e.Log}]++
 	}
 	cols := []string{"t", "account", "log", "id", "recipient", "rcpt", "tags", "fields", "key"}
+	missing := b.missingEndpoints(events)
 	if len(rows) >= 32 {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"events"}, cols, pgx.CopyFromRows(rows)); err != nil {
 			return fmt.Errorf("postgres: events: %w", err)
+		}
+		if len(missing) > 0 {
+			rs, err := tx.Query(ctx, sqlEndpoints, missing)
+			if err != nil {
+				return err
+			}
+			if err := b.readEndpoints(rs, missing); err != nil {
+				return err
+			}
 		}
 	} else {
 		var sb strings.Builder
@@ -395,7 +424,28 @@ func (b *batch) putEvents(ctx context.Context, tx pgx.Tx, events []store.Event, 
 			sb.WriteByte(')')
 			args = append(args, r...)
 		}
-		if _, err := tx.Exec(ctx, sb.String(), args...); err != nil {
+		// One round trip: the insert and the endpoints it may need.
+		var pb pgx.Batch
+		pb.Queue(sb.String(), args...)
+		if len(missing) > 0 {
+			pb.Queue(sqlEndpoints, missing)
+		}
+		br := tx.SendBatch(ctx, &pb)
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return fmt.Errorf("postgres: events: %w", err)
+		}
+		if len(missing) > 0 {
+			rs, err := br.Query()
+			if err == nil {
+				err = b.readEndpoints(rs, missing)
+			}
+			if err != nil {
+				br.Close()
+				return err
+			}
+		}
+		if err := br.Close(); err != nil {
 			return fmt.Errorf("postgres: events: %w", err)
 		}
 	}
@@ -405,7 +455,7 @@ func (b *batch) putEvents(ctx context.Context, tx pgx.Tx, events []store.Event, 
 	}
 	for i := range events {
 		b.event(&events[i], fresh)
-		if err := b.webhook(ctx, tx, &events[i]); err != nil {
+		if err := b.webhook(&events[i]); err != nil {
 			return err
 		}
 	}

@@ -141,16 +141,14 @@ func (d *DB) UpdateCopy(ctx context.Context, c *store.Copy, events []store.Event
 	}
 	err = d.write(ctx, func(tx pgx.Tx) error {
 		last = false
-		var queued bool
-		err := tx.QueryRow(ctx, `SELECT queued FROM copies WHERE id = $1 FOR UPDATE`, i64(c.ID)).Scan(&queued)
-		if errors.Is(err, pgx.ErrNoRows) || err == nil && !queued {
-			return nil // final already (or unknown): idempotent
-		}
+		// Only a copy still queued changes: a final one (or an unknown
+		// one) is left as it was, so a retried commit is harmless.
+		tag, err := tx.Exec(ctx, `UPDATE copies SET message = $2, account = $3, recipient = $4, queued = $5, data = $6 WHERE id = $1 AND queued`, cargs...)
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, sqlPutCopy, cargs...); err != nil {
-			return err
+		if tag.RowsAffected() == 0 {
+			return nil
 		}
 		b := d.newBatch()
 		if err := b.putEvents(ctx, tx, evs, false); err != nil {
@@ -162,25 +160,15 @@ func (d *DB) UpdateCopy(ctx context.Context, c *store.Copy, events []store.Event
 		if !c.Final() {
 			return nil
 		}
-		var v []byte
+		// The message's remaining count lives in its column (its JSON's
+		// copy is not read back).
 		var remaining int
-		err = tx.QueryRow(ctx, `UPDATE messages SET remaining = GREATEST(remaining - 1, 0) WHERE id = $1 RETURNING remaining, data`,
-			i64(c.MessageID)).Scan(&remaining, &v)
+		err = tx.QueryRow(ctx, `UPDATE messages SET remaining = GREATEST(remaining - 1, 0) WHERE id = $1 RETURNING remaining`,
+			i64(c.MessageID)).Scan(&remaining)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
 		if err != nil {
-			return err
-		}
-		var m store.Message
-		if err := json.Unmarshal(v, &m); err != nil {
-			return fmt.Errorf("postgres: message %s: %w", store.FormatID(c.MessageID), err)
-		}
-		m.Remaining = remaining
-		if v, err = json.Marshal(&m); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE messages SET data = $2 WHERE id = $1`, i64(c.MessageID), v); err != nil {
 			return err
 		}
 		last = remaining == 0
