@@ -128,22 +128,7 @@ func (d *DB) TopLinks(ctx context.Context, account, dim string, from, to time.Ti
 	// The delivered copies of the messages that carried each link (the
 	// first maxLinkMessages of them, as bbolt counts), summed in one
 	// hash join rather than a lookup per message.
-	rows, err := d.pool.Query(ctx, `WITH s AS (
-			SELECT link, sum(clicks)::bigint AS clicks, sum(uniq)::bigint AS uniq, sum(machine)::bigint AS machine,
-				min(first) AS first, max(last) AS last
-			FROM link_days WHERE account = $1 AND dim = $2 AND day >= $3 AND day < $4 GROUP BY link
-			ORDER BY uniq DESC, clicks DESC, machine DESC, link LIMIT `+lim+`),
-		lm AS (
-			SELECT link, message FROM (
-				SELECT link, message, row_number() OVER (PARTITION BY link ORDER BY message) AS n
-				FROM link_msgs WHERE account = $1 AND link IN (SELECT link FROM s)) x
-			WHERE n <= `+fmt.Sprint(maxLinkMessages)+`),
-		dl AS (
-			SELECT lm.link, sum(GREATEST(ms.delivered, 0))::bigint AS delivered
-			FROM lm JOIN msg_stats ms ON ms.message = lm.message GROUP BY lm.link)
-		SELECT s.link, COALESCE(n.url, ''), s.clicks, s.uniq, s.machine, s.first, s.last, COALESCE(dl.delivered, 0)
-		FROM s LEFT JOIN link_names n ON n.account = $1 AND n.link = s.link LEFT JOIN dl ON dl.link = s.link
-		ORDER BY s.uniq DESC, s.clicks DESC, s.machine DESC, s.link`, account, dim, d0, d1)
+	rows, err := d.pool.Query(ctx, topLinksSQL(lim), account, dim, d0, d1)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: top links: %w", err)
 	}
@@ -259,4 +244,24 @@ func (d *DB) MessageLinks(ctx context.Context, message uint64) ([]store.LinkStat
 		return nil, fmt.Errorf("postgres: message links: %w", err)
 	}
 	return nilIfEmpty(out), nil
+}
+
+// topLinksSQL is TopLinks' query for a LIMIT (a number or ALL).
+func topLinksSQL(lim string) string {
+	return `WITH s AS (
+			SELECT link, sum(clicks)::bigint AS clicks, sum(uniq)::bigint AS uniq, sum(machine)::bigint AS machine,
+				min(first) AS first, max(last) AS last
+			FROM link_days WHERE account = $1 AND dim = $2 AND day >= $3 AND day < $4 GROUP BY link
+			ORDER BY uniq DESC, clicks DESC, machine DESC, link LIMIT ` + lim + `),
+		lm AS MATERIALIZED (
+			SELECT link, message FROM (
+				SELECT link, message, row_number() OVER (PARTITION BY link ORDER BY message) AS n
+				FROM link_msgs WHERE account = $1 AND link IN (SELECT link FROM s)) x
+			WHERE n <= ` + fmt.Sprint(maxLinkMessages) + `),
+		dl AS MATERIALIZED (
+			SELECT lm.link, sum(GREATEST(ms.delivered, 0))::bigint AS delivered
+			FROM lm JOIN msg_stats ms ON ms.message = lm.message GROUP BY lm.link)
+		SELECT s.link, COALESCE(n.url, ''), s.clicks, s.uniq, s.machine, s.first, s.last, COALESCE(dl.delivered, 0)
+		FROM s LEFT JOIN link_names n ON n.account = $1 AND n.link = s.link LEFT JOIN dl ON dl.link = s.link
+		ORDER BY s.uniq DESC, s.clicks DESC, s.machine DESC, s.link`
 }
