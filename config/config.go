@@ -40,6 +40,7 @@ type Config struct {
 	Delivery        Delivery         `toml:"delivery"`
 	Logs            Logs             `toml:"logs"`
 	API             API              `toml:"api"`
+	Store           Store            `toml:"store"` // see store.go
 	// Redirector is the public HTTP edge's section; see redirector.go.
 	Redirector Redirector `toml:"redirector"`
 	// ACME and Domains: click domains' certificates and checks; see
@@ -554,6 +555,7 @@ func (c *Config) SetDefaults() {
 	c.DKIM.SetDefaults()
 	c.Webhooks.SetDefaults()
 	c.Inbound.SetDefaults()
+	c.Store.SetDefaults(c.Relay.Hostname)
 }
 
 // Path resolves p against BaseDir. Empty stays empty.
@@ -813,6 +815,9 @@ func (c *Config) Validate() error {
 		p.add("redirector.min_free_bytes", "must be above relay.min_free_bytes (%d), so hits never take the space mail needs", c.Relay.MinFreeBytes)
 	}
 	p = append(p, c.ACME.Validate(), c.Domains.Validate(), c.validateRedirectorTLS(), c.DKIM.Validate(), c.Webhooks.Validate(), c.Inbound.Validate()) // nils are dropped by Join
+	if err := c.Store.Validate(); err != nil {
+		p = append(p, err)
+	}
 	return errors.Join(p...)
 }
 

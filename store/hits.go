@@ -140,52 +140,16 @@ func accountInTx(tx *bolt.Tx, name string) *Account {
 	return &a
 }
 
-// hitEvent makes the clicks or opens event (SPEC §9) for h on copy c,
-// keeping of the reader's request what account a allows.
+// hitEvent makes the clicks or opens event for h on copy c (HitEvent),
+// with the URL recorded for its link position.
 func hitEvent(tx *bolt.Tx, h *Hit, c *Copy, a *Account) (Event, error) {
-	ip, ua := h.IP, h.UserAgent
-	if a != nil {
-		ip = KeepIP(ip, a.IP)
-		if a.UserAgent == KeepClass {
-			ua = UserAgentClass(ua, h.Machine)
-		}
+	orig, recorded := "", false
+	if !h.Open() {
+		orig, recorded = messageLinkURL(tx, c.MessageID, h.Position)
 	}
-	// The same JSON as a map of the two headers would give (keys sorted,
-	// absent ones left out), without building and sorting a map.
-	hj, err := json.Marshal(struct {
-		Referer   string `json:"Referer,omitempty"`
-		UserAgent string `json:"User-Agent,omitempty"`
-	}{h.Referer, ua})
-	if err != nil {
-		return Event{}, fmt.Errorf("store: hit: %w", err)
-	}
-	ev := Event{
-		Account:    c.Account,
-		ID:         h.MessageID,
-		Time:       h.Time.UTC(),
-		Recipient:  c.Recipient,
-		Tags:       c.Tags,
-		Key:        h.ID,
-		Fields:     map[string]string{"headers": string(hj), "ip": ip, "machine": formatBool(h.Machine || h.Head)},
-		Message:    c.MessageID,
-		Credential: c.Credential,
-		hit:        true,
-	}
-	if h.Open() {
-		ev.Log = LogOpens
-		ev.Fields["protocol"] = h.Protocol
-		return ev, nil
-	}
-	ev.Log = LogClicks
-	orig, recorded := messageLinkURL(tx, c.MessageID, h.Position)
-	if !recorded {
-		orig = h.URL // a message rewritten before links were recorded
-	}
-	ev.Fields["url"] = orig
-	ev.Fields["destination"] = h.URL
-	ev.Fields["altered"] = formatBool(recorded && Altered(orig, h.URL))
-	ev.Link = &EventLink{Position: h.Position, URL: orig}
-	return ev, nil
+	ev, err := HitEvent(h, c, a, orig, recorded)
+	ev.hit = true
+	return ev, err
 }
 
 // HitCounts returns account's hit totals. The empty account holds only

@@ -64,3 +64,36 @@ func TestFormatParseID(t *testing.T) {
 		}
 	}
 }
+
+func TestIDNodes(t *testing.T) {
+	now := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
+	var gens [3]IDGen
+	for i := range gens {
+		gens[i].now = func() time.Time { return now }
+		if err := gens[i].SetNode(i + 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[uint64]bool{}
+	// More ids than one millisecond's counter holds: they borrow the
+	// next millisecond and stay unique, ordered and on their node.
+	for i := range gens {
+		prev := uint64(0)
+		for range 3 * (idNodeMax + 1) {
+			id := gens[i].Next()
+			if id <= prev || seen[id] || IDNode(id) != i+1 {
+				t.Fatalf("node %d: id %x (prev %x, node %d, seen %v)", i+1, id, prev, IDNode(id), seen[id])
+			}
+			seen[id], prev = true, id
+		}
+	}
+	var g IDGen
+	for _, bad := range []int{0, -1, MaxIDNode + 1} {
+		if g.SetNode(bad) == nil {
+			t.Errorf("SetNode(%d) accepted", bad)
+		}
+	}
+	if got := IDTime(gens[0].Next()); got.Before(now) {
+		t.Errorf("IDTime %v before %v", got, now)
+	}
+}

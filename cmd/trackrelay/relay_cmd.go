@@ -792,7 +792,11 @@ func newWebhooks(cfg *config.Config, db store.DB, log *slog.Logger, reg promethe
 	})
 }
 
-// openStore opens the relay's store: bbolt in the data folder.
+// openStore opens the relay's store: bbolt in the data folder, or the
+// PostgreSQL database several nodes share ([store], store_cmd.go).
 func openStore(cfg *config.Config, dataDir string, log *slog.Logger) (store.DB, error) {
+	if cfg.Store.Backend == config.StorePostgres {
+		return openPostgres(context.Background(), cfg, log)
+	}
 	return store.OpenRelay(filepath.Join(dataDir, "relay.db"), store.RelayOptions{Logger: log})
 }
