@@ -438,6 +438,7 @@ func (r *Relay) MessageCounters(_ context.Context, message uint64) (Counters, er
 // days), in dimension "", DimTag or DimCredential, ordered by unique clicks, then
 // clicks, at most limit of them.
 func (r *Relay) TopLinks(ctx context.Context, account, dim string, from, to time.Time, limit int) ([]LinkStat, error) {
+	r.flushCarried() // the deliveries gathered in memory count too
 	var out []LinkStat
 	err := r.db.View(func(tx *bolt.Tx) error {
 		sums := map[string]*linkCounts{}
@@ -498,6 +499,7 @@ func (r *Relay) LinkMessages(ctx context.Context, account, linkID string, limit 
 	if err != nil {
 		return nil, err
 	}
+	r.flushCarried()
 	var out []uint64
 	err = r.db.View(func(tx *bolt.Tx) error {
 		prefix := append([]byte(account+"\x00"), id...)
