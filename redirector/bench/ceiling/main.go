@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -43,7 +44,18 @@ func main() {
 	durability := flag.String("durability", "process", "the journal's durability: process or disk")
 	keys := flag.String("keys", "", "token key file (mode redirector)")
 	domain := flag.String("domain", "", "click domain served (mode redirector)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here until the process stops")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	opts := store.JournalOptions{Durability: store.DurabilityProcess}
 	switch *durability {
 	case "process":
