@@ -236,7 +236,7 @@ func (r *Relay) UpdateCopy(ctx context.Context, c *Copy, events []Event) (last b
 		return mb.Put(mk, mv)
 	})
 	if err == nil && delivered {
-		r.carried.add(c, 1)
+		r.carried.Add(c, 1)
 	}
 	return last, err
 }

@@ -46,8 +46,10 @@ type DumpCounters struct {
 }
 
 // DumpLinkCounts is one link counter record: Table "link-days" (Account,
-// Dim, Day, Link) or "msg-link-stats" (Message, Position). First and Last
-// are Unix nanoseconds (0: none).
+// Dim, Day, Link) or "msg-link-stats" (Message, Position), or
+// "link-carried" (Account, Dim, Day, Link and Carried only: the delivered
+// copies that carried the link that day). First and Last are Unix
+// nanoseconds (0: none).
 type DumpLinkCounts struct {
 	Table                   string
 	Account, Dim, Link      string // Link: LinkID's 24 hex digits
@@ -56,6 +58,7 @@ type DumpLinkCounts struct {
 	Position                uint32
 	Clicks, Unique, Machine uint64
 	First, Last             int64
+	Carried                 uint64
 }
 
 // DumpLinkName is a link's URL; DumpLinkMessage a message that carried
@@ -98,6 +101,7 @@ type DumpOrphanCount struct{ N uint64 }
 // DumpLinkMessage, DumpMessageLink, AddressEntry, WebhookMessage,
 // DumpAttempt. It reads one consistent snapshot.
 func (r *Relay) Dump(ctx context.Context, fn func(item any) error) error {
+	r.flushCarried() // the deliveries gathered in memory go too
 	return r.db.View(func(tx *bolt.Tx) error {
 		each := func(bucket string, f func(k, v []byte) error) error {
 			return tx.Bucket([]byte(bucket)).ForEach(func(k, v []byte) error {
@@ -211,6 +215,19 @@ func (r *Relay) Dump(ctx context.Context, fn func(item any) error) error {
 			lc := decodeLinkCounts(v)
 			return fn(DumpLinkCounts{Table: "link-days", Account: string(acct), Dim: string(dim), Day: binary.BigEndian.Uint32(tail[:4]),
 				Link: hexID(string(tail[4:])), Clicks: lc.clicks, Unique: lc.unique, Machine: lc.machine, First: lc.first, Last: lc.last})
+		}); err != nil {
+			return err
+		}
+		if err := each(bucketLinkCarried, func(k, v []byte) error {
+			acct, rest, ok := bytes.Cut(k, []byte{0})
+			i := bytes.IndexByte(rest, 0)
+			if !ok || i < 0 || len(rest)-i-1 != 16 {
+				return nil
+			}
+			dim, tail := rest[:i], rest[i+1:]
+			n, _ := binary.Uvarint(v)
+			return fn(DumpLinkCounts{Table: "link-carried", Account: string(acct), Dim: string(dim), Day: binary.BigEndian.Uint32(tail[:4]),
+				Link: hexID(string(tail[4:])), Carried: n})
 		}); err != nil {
 			return err
 		}

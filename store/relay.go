@@ -53,7 +53,7 @@ type Relay struct {
 
 	beforeCommit atomic.Pointer[func() error]
 
-	carried     carried // delivered copies for the link figures (relay_carried.go)
+	carried     DeliveryTally // delivered copies for the link figures (relay_carried.go)
 	carriedDone chan struct{}
 
 	closeOnce sync.Once

@@ -4,20 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// Which links reached how many readers: every delivered copy counts for
-// each link of its message, per day and dimension, so that a link's share
-// of recipients who clicked is its unique clicks over the delivered copies
-// that carried it. Counting each copy's links in its own commit would cost
-// a delivery dozens of writes (a newsletter has 80 links), so delivered
-// copies are gathered in memory per message and written once a second
-// (and at Close): a crash forgets at most that second, which only makes
-// the shares of its links read slightly high.
+// Which links reached how many readers: the delivered copies gathered in
+// a DeliveryTally are written here once a second, for each recorded link
+// of their message, per day and dimension.
 //
 //	"link-carried" account \x00 dim \x00 day(4) link(12) -> n (uvarint)
 //	"link-msgs"    account \x00 link(12) message(8)     -> nil, every message that carried it
@@ -27,60 +21,11 @@ func init() {
 
 const bucketLinkCarried = "link-carried"
 
-// carriedFlushEvery is how often gathered deliveries are written.
-const carriedFlushEvery = time.Second
-
-type carriedKey struct {
-	message uint64
-	day     uint32
-}
-
-type carriedVal struct {
-	account, credential string
-	tags                []string
-	n                   int64
-}
-
-// carried gathers delivered copies per message and day.
-type carried struct {
-	mu      sync.Mutex
-	pending map[carriedKey]*carriedVal
-}
-
-// add counts n delivered copies (n < 0: a copy that bounced hard after
-// all) of c's message on the day it was delivered.
-func (cr *carried) add(c *Copy, n int64) {
-	at := c.Delivered
-	if at.IsZero() {
-		at = c.Created
-	}
-	k := carriedKey{c.MessageID, dayOfUnix(at)}
-	cr.mu.Lock()
-	defer cr.mu.Unlock()
-	if cr.pending == nil {
-		cr.pending = map[carriedKey]*carriedVal{}
-	}
-	v := cr.pending[k]
-	if v == nil {
-		v = &carriedVal{account: c.Account, credential: c.Credential, tags: c.Tags}
-		cr.pending[k] = v
-	}
-	v.n += n
-}
-
-func (cr *carried) take() map[carriedKey]*carriedVal {
-	cr.mu.Lock()
-	defer cr.mu.Unlock()
-	p := cr.pending
-	cr.pending = nil
-	return p
-}
-
 // carriedLoop writes the gathered deliveries every carriedFlushEvery until
 // stop closes, then once more.
 func (r *Relay) carriedLoop() {
 	defer close(r.carriedDone)
-	t := time.NewTicker(carriedFlushEvery)
+	t := time.NewTicker(TallyFlushEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -96,7 +41,7 @@ func (r *Relay) carriedLoop() {
 // flushCarried writes what carried gathered: for each message, its
 // recorded links each get the message's delivered copies.
 func (r *Relay) flushCarried() {
-	p := r.carried.take()
+	p := r.carried.Take()
 	if len(p) == 0 {
 		return
 	}
@@ -106,10 +51,10 @@ func (r *Relay) flushCarried() {
 		lm := tx.Bucket([]byte(bucketLinkMsgs))
 		sums := map[string]int64{}
 		for k, v := range p {
-			if v.n == 0 {
+			if v.N == 0 {
 				continue
 			}
-			prefix := idKey(k.message)
+			prefix := idKey(k.Message)
 			seen := map[string]bool{}
 			c := ml.Cursor()
 			for mk, url := c.Seek(prefix); mk != nil && bytes.HasPrefix(mk, prefix); mk, url = c.Next() {
@@ -118,19 +63,12 @@ func (r *Relay) flushCarried() {
 					continue // one URL at several positions counts once
 				}
 				seen[id] = true
-				dims := []string{""}
-				for _, t := range v.tags {
-					dims = append(dims, dimTagPrefix+t)
+				for _, d := range v.Dims() {
+					sums[string(linkDayKey(v.Account, d, k.Day, []byte(id)))] += v.N
 				}
-				if v.credential != "" {
-					dims = append(dims, dimCredPrefix+v.credential)
-				}
-				for _, d := range dims {
-					sums[string(linkDayKey(v.account, d, k.day, []byte(id)))] += v.n
-				}
-				sums[string(linkDayKey(AllAccounts, "", k.day, []byte(id)))] += v.n
-				for _, acct := range [...]string{v.account, AllAccounts} {
-					mk := append(append([]byte(acct+"\x00"), id...), idKey(k.message)...)
+				sums[string(linkDayKey(AllAccounts, "", k.Day, []byte(id)))] += v.N
+				for _, acct := range [...]string{v.Account, AllAccounts} {
+					mk := append(append([]byte(acct+"\x00"), id...), idKey(k.Message)...)
 					if lm.Get(mk) == nil {
 						if err := lm.Put(mk, nil); err != nil {
 							return err
@@ -155,7 +93,8 @@ func (r *Relay) flushCarried() {
 		return nil
 	})
 	if err != nil {
-		r.log.Warn("store: recording the links' delivered copies failed; their shares read high", "err", err)
+		r.log.Warn("store: recording the links' delivered copies failed; trying again", "err", err)
+		r.carried.Return(p)
 	}
 }
 

@@ -88,7 +88,7 @@ func (r *Relay) RecordReturned(ctx context.Context, events []Event, bounced []ui
 	})
 	if err == nil {
 		for i := range undelivered {
-			r.carried.add(&undelivered[i], -1)
+			r.carried.Add(&undelivered[i], -1)
 		}
 	}
 	return err

@@ -97,10 +97,6 @@ func (d *DB) MessageCounters(ctx context.Context, message uint64) (store.Counter
 	return c, nil
 }
 
-// maxLinkMessages bounds the messages read to sum a link's delivered
-// copies, as in the bbolt backend.
-const maxLinkMessages = 10000
-
 func linkDays(from, to time.Time) (int32, int32) {
 	return dayOf(from.UTC()), dayOf(to.UTC().Add(24*time.Hour - time.Nanosecond))
 }
@@ -117,17 +113,15 @@ func statOf(clicks, uniq, machine int64, first, last *int64) store.LinkStat {
 }
 
 // TopLinks implements store.DB: one query sums the days' shards per link,
-// orders and limits them, and adds up the delivered copies of the
-// messages that carried each.
+// orders and limits them, and adds up the delivered copies that carried
+// each on those days (carried.go).
 func (d *DB) TopLinks(ctx context.Context, account, dim string, from, to time.Time, limit int) ([]store.LinkStat, error) {
 	d0, d1 := linkDays(from, to)
 	lim := "ALL"
 	if limit > 0 {
 		lim = fmt.Sprint(limit)
 	}
-	// The delivered copies of the messages that carried each link (the
-	// first maxLinkMessages of them, as bbolt counts), summed in one
-	// hash join rather than a lookup per message.
+	d.flushCarried(ctx) // the deliveries gathered in memory count too
 	rows, err := d.pool.Query(ctx, topLinksSQL(lim), account, dim, d0, d1)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: top links: %w", err)
@@ -158,6 +152,7 @@ func (d *DB) LinkMessages(ctx context.Context, account, linkID string, limit int
 	if limit > 0 {
 		lim = fmt.Sprint(limit)
 	}
+	d.flushCarried(ctx)
 	rows, err := d.pool.Query(ctx, `SELECT message FROM link_msgs WHERE account = $1 AND link = $2 ORDER BY message DESC LIMIT `+lim, account, linkID)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: link messages: %w", err)
@@ -253,14 +248,9 @@ func topLinksSQL(lim string) string {
 				min(first) AS first, max(last) AS last
 			FROM link_days WHERE account = $1 AND dim = $2 AND day >= $3 AND day < $4 GROUP BY link
 			ORDER BY uniq DESC, clicks DESC, machine DESC, link LIMIT ` + lim + `),
-		lm AS MATERIALIZED (
-			SELECT link, message FROM (
-				SELECT link, message, row_number() OVER (PARTITION BY link ORDER BY message) AS n
-				FROM link_msgs WHERE account = $1 AND link IN (SELECT link FROM s)) x
-			WHERE n <= ` + fmt.Sprint(maxLinkMessages) + `),
 		dl AS MATERIALIZED (
-			SELECT lm.link, sum(GREATEST(ms.delivered, 0))::bigint AS delivered
-			FROM lm JOIN msg_stats ms ON ms.message = lm.message GROUP BY lm.link)
+			SELECT link, sum(GREATEST(n, 0))::bigint AS delivered FROM link_carried
+			WHERE account = $1 AND dim = $2 AND day >= $3 AND day < $4 AND link IN (SELECT link FROM s) GROUP BY link)
 		SELECT s.link, COALESCE(n.url, ''), s.clicks, s.uniq, s.machine, s.first, s.last, COALESCE(dl.delivered, 0)
 		FROM s LEFT JOIN link_names n ON n.account = $1 AND n.link = s.link LEFT JOIN dl ON dl.link = s.link
 		ORDER BY s.uniq DESC, s.clicks DESC, s.machine DESC, s.link`

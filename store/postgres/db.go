@@ -83,6 +83,10 @@ type DB struct {
 	partMu sync.Mutex
 	parts  map[int64]bool // days (since 1970) whose partition exists
 
+	carried     store.DeliveryTally // the links' delivered copies (carried.go)
+	stop        chan struct{}
+	carriedDone chan struct{}
+
 	closeOnce sync.Once
 	closed    atomic.Bool
 }
@@ -105,7 +109,7 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &DB{pool: pool, log: opts.Logger, node: opts.Node, parts: map[int64]bool{}}
+	d := &DB{pool: pool, log: opts.Logger, node: opts.Node, parts: map[int64]bool{}, stop: make(chan struct{}), carriedDone: make(chan struct{})}
 	if err := migrate(ctx, pool, opts.Logger); err != nil {
 		pool.Close()
 		return nil, err
@@ -117,10 +121,12 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 	today := time.Now().UTC().Unix() / 86400
 	for day := today - 1; day <= today+7; day++ {
 		if err := d.ensurePartition(ctx, day); err != nil {
+			close(d.carriedDone)
 			d.Close()
 			return nil, err
 		}
 	}
+	go d.carriedLoop()
 	return d, nil
 }
 
@@ -332,6 +338,9 @@ func (d *DB) Node() (string, int) { return d.node, d.nodeNum }
 // twice.
 func (d *DB) Close() error {
 	d.closeOnce.Do(func() {
+		close(d.stop)
+		<-d.carriedDone
+		d.flushCarried(context.Background())
 		d.closed.Store(true)
 		if d.lock != nil {
 			_, _ = d.lock.Exec(context.Background(), `SELECT pg_advisory_unlock($1, $2)`, lockClass, lockNodeBase+d.nodeNum)
@@ -341,6 +350,10 @@ func (d *DB) Close() error {
 	})
 	return nil
 }
+
+// FlushLinkDeliveries writes the delivered copies gathered for the link
+// figures now (tests; Close does it too).
+func (d *DB) FlushLinkDeliveries(ctx context.Context) { d.flushCarried(ctx) }
 
 // NextID implements store.DB: ids carry this node's number.
 func (d *DB) NextID() uint64 { return d.ids.Next() }

@@ -73,6 +73,7 @@ var loadCols = map[string][]string{
 	"msg_link_stats": {"message", "position", "clicks", "uniq", "machine", "first", "last"},
 	"link_names":     {"account", "link", "url"},
 	"link_msgs":      {"account", "link", "message"},
+	"link_carried":   {"account", "dim", "day", "link", "n"},
 	"msg_links":      {"message", "position", "url"},
 	"addr_lists":     {"list", "account", "address", "data"},
 	"wh_msgs":        {"id", "endpoint", "account", "type", "payload", "created", "attempts", "next_attempt", "state", "last_status", "last_error", "recipient"},
@@ -83,7 +84,7 @@ var loadCols = map[string][]string{
 
 // loadOrder is the order tables are written in at the end.
 var loadOrder = []string{"messages", "copies", "events", "event_keys", "hit_ids", "hit_uniq", "agg", "totals", "msg_stats", "link_days",
-	"msg_link_stats", "link_names", "link_msgs", "msg_links", "addr_lists", "wh_msgs", "wh_attempts", "counters", "event_days"}
+	"msg_link_stats", "link_names", "link_msgs", "link_carried", "msg_links", "addr_lists", "wh_msgs", "wh_attempts", "counters", "event_days"}
 
 func (l *loader) add(table string, row ...any) {
 	l.rows[table] = append(l.rows[table], row)
@@ -184,9 +185,12 @@ func (l *loader) item(ctx context.Context, it any) error {
 		}
 		l.st.Aggregates++
 	case store.DumpLinkCounts:
-		if v.Table == "link-days" {
+		switch v.Table {
+		case "link-carried":
+			l.add("link_carried", v.Account, v.Dim, int32(v.Day), v.Link, int64(v.Carried))
+		case "link-days":
 			l.add("link_days", v.Account, v.Dim, int32(v.Day), v.Link, int16(0), int64(v.Clicks), int64(v.Unique), int64(v.Machine), nullNS(v.First), nullNS(v.Last))
-		} else {
+		default:
 			l.add("msg_link_stats", i64(v.Message), int32(v.Position), int64(v.Clicks), int64(v.Unique), int64(v.Machine), nullNS(v.First), nullNS(v.Last))
 		}
 		l.st.Aggregates++

@@ -139,8 +139,9 @@ func (d *DB) UpdateCopy(ctx context.Context, c *store.Copy, events []store.Event
 	if err := d.ensurePartitions(ctx, evs); err != nil {
 		return false, err
 	}
+	delivered := false
 	err = d.write(ctx, func(tx pgx.Tx) error {
-		last = false
+		last, delivered = false, false
 		// Only a copy still queued changes: a final one (or an unknown
 		// one) is left as it was, so a retried commit is harmless.
 		tag, err := tx.Exec(ctx, `UPDATE copies SET message = $2, account = $3, recipient = $4, queued = $5, data = $6 WHERE id = $1 AND queued`, cargs...)
@@ -160,6 +161,7 @@ func (d *DB) UpdateCopy(ctx context.Context, c *store.Copy, events []store.Event
 		if !c.Final() {
 			return nil
 		}
+		delivered = c.State == store.CopyDelivered
 		// The message's remaining count lives in its column (its JSON's
 		// copy is not read back).
 		var remaining int
@@ -176,6 +178,9 @@ func (d *DB) UpdateCopy(ctx context.Context, c *store.Copy, events []store.Event
 	})
 	if err != nil {
 		return false, fmt.Errorf("postgres: update copy: %w", err)
+	}
+	if delivered {
+		d.carried.Add(c, 1)
 	}
 	return last, nil
 }

@@ -214,6 +214,7 @@ func (d *DB) deleteAggregates(ctx context.Context, cutoff time.Time) (int, error
 		}{
 			{`WITH x AS (DELETE FROM agg WHERE hour < $1 RETURNING account, dim, hour) SELECT count(*) FROM (SELECT DISTINCT * FROM x) k`, hourOf(cutoff)},
 			{`WITH x AS (DELETE FROM link_days WHERE day < $1 RETURNING account, dim, day, link) SELECT count(*) FROM (SELECT DISTINCT * FROM x) k`, dayOf(cutoff)},
+			{`WITH x AS (DELETE FROM link_carried WHERE day < $1 RETURNING 1) SELECT count(*) FROM x`, dayOf(cutoff)},
 		} {
 			var c int
 			if err := tx.QueryRow(ctx, q.sql, q.arg).Scan(&c); err != nil {

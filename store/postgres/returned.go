@@ -37,7 +37,9 @@ func (d *DB) RecordReturned(ctx context.Context, events []store.Event, bounced [
 		return err
 	}
 	ids := store.SortedUnique(bounced)
+	var undelivered []store.Copy
 	err = d.write(ctx, func(tx pgx.Tx) error {
+		undelivered = undelivered[:0]
 		b := d.newBatch()
 		for _, id := range ids {
 			var v []byte
@@ -68,6 +70,7 @@ func (d *DB) RecordReturned(ctx context.Context, events []store.Event, bounced [
 				at = c.Created
 			}
 			b.addAll(&store.Event{Account: c.Account, Tags: c.Tags, Credential: c.Credential, Message: c.MessageID, Time: at}, store.Delivered, -1)
+			undelivered = append(undelivered, c)
 		}
 		if err := b.putEvents(ctx, tx, evs, false); err != nil {
 			return err
@@ -85,6 +88,9 @@ func (d *DB) RecordReturned(ctx context.Context, events []store.Event, bounced [
 	})
 	if err != nil {
 		return fmt.Errorf("postgres: record returned: %w", err)
+	}
+	for i := range undelivered {
+		d.carried.Add(&undelivered[i], -1)
 	}
 	return nil
 }

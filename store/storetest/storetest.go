@@ -834,8 +834,17 @@ func testLinks(t *testing.T, db store.DB) {
 	if top, _ := db.TopLinks(ctx, "shop", "", at, at.Add(time.Minute), 10); len(top) != 2 || top[1].Clicks != 1 {
 		t.Errorf("one day: %+v", top)
 	}
-	if top, _ := db.TopLinks(ctx, "shop", store.DimTag("t2"), day0, day0.Add(72*time.Hour), 10); len(top) != 2 || top[0].Clicks != 1 || top[1].Clicks != 1 {
+	// Delivered counts the copies that carried the link in the dimension
+	// and on the days asked for: t2's one copy, and none on the second day.
+	if top, _ := db.TopLinks(ctx, "shop", store.DimTag("t2"), day0, day0.Add(72*time.Hour), 10); len(top) != 2 || top[0].Clicks != 1 || top[1].Clicks != 1 ||
+		top[0].Delivered != 1 || top[1].Delivered != 1 {
 		t.Errorf("tag t2: %+v", top)
+	}
+	if top, _ := db.TopLinks(ctx, "shop", "", day0.Add(24*time.Hour), day0.Add(24*time.Hour+time.Minute), 10); len(top) != 1 || top[0].URL != b || top[0].Delivered != 0 {
+		t.Errorf("the second day: %+v", top)
+	}
+	if top, _ := db.TopLinks(ctx, store.AllAccounts, "", day0, day0.Add(72*time.Hour), 10); len(top) != 2 || top[0].Delivered != 4 {
+		t.Errorf("all accounts' delivered: %+v", top)
 	}
 	if top, _ := db.TopLinks(ctx, "shop", store.DimCredential("cred-shop"), day0, day0.Add(72*time.Hour), 10); len(top) != 2 {
 		t.Errorf("credential: %+v", top)
@@ -1403,6 +1412,9 @@ func testConcurrent(t *testing.T, db store.DB) {
 			defer wg.Done()
 			for i := range each {
 				s := send(t, db, "shop", "c", []string{"load"}, base.Add(time.Duration(i)*time.Minute), fmt.Sprintf("w%d-%d@x", w, i), fmt.Sprintf("w%d-%d-b@x", w, i))
+				if err := db.PutMessageLinks(ctx, s.m.ID, []store.MessageLink{{Position: 1, URL: "https://load.example/"}}); err != nil {
+					t.Error(err)
+				}
 				deliver(t, db, s.copies[0], base.Add(time.Hour))
 				hits := []store.Hit{hit(fmt.Sprintf("c-%d-%d-1", w, i), "pixel", s.copies[0], 0, "", base.Add(2*time.Hour)),
 					hit(fmt.Sprintf("c-%d-%d-2", w, i), "click", s.copies[0], 1, "https://load.example/", base.Add(2*time.Hour))}
