@@ -851,11 +851,11 @@ func (c *Config) CheckFiles() error {
 
 // redirectorServesHTTP says whether the redirector has a plain-HTTP
 // listener, which links with scheme "http" need. The one place for this
-// rule: today the redirector has one listener, HTTPS when
-// redirector.tls_cert is set; a separate HTTPS listener (tls_listen)
-// leaves the plain one in place.
+// rule: the redirector's listener is HTTPS when redirector.tls_cert is
+// set and there is no separate HTTPS listener; with one (tls_listen) the
+// listener stays plain HTTP.
 func (c *Config) redirectorServesHTTP() bool {
-	return c.Redirector.TLSCert == ""
+	return c.Redirector.TLSCert == "" || c.Redirector.TLSListen != ""
 }
 
 // Credential returns the credential named username, or nil.

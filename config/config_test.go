@@ -322,3 +322,26 @@ func TestExampleShowsEveryKey(t *testing.T) {
 	}
 	walk(reflect.TypeFor[Config](), "")
 }
+
+// Links with scheme "http" need a plain-HTTP redirector listener: refused
+// when tls_cert makes the one listener HTTPS, accepted when tls_listen
+// serves HTTPS beside it (redirector/acme.go: the listener stays plain).
+func TestHTTPSchemeNeedsPlainListener(t *testing.T) {
+	for _, tc := range []struct {
+		redirector string
+		ok         bool
+	}{
+		{"", true},
+		{"[redirector]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n", false},
+		{"[redirector]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_listen = \"127.0.0.1:8443\"\n", true},
+	} {
+		c, err := Parse(strings.NewReader(strings.Replace(minimal, "[[upstreams]]", "scheme = \"http\"\n[[upstreams]]", 1) + tc.redirector))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Validate()
+		if refused := err != nil && strings.Contains(err.Error(), "no plain-HTTP listener"); refused == tc.ok {
+			t.Errorf("%q: validate says %v", tc.redirector, err)
+		}
+	}
+}
