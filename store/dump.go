@@ -206,28 +206,24 @@ func (r *Relay) Dump(ctx context.Context, fn func(item any) error) error {
 			return err
 		}
 		if err := each(bucketLinkDays, func(k, v []byte) error {
-			acct, rest, ok := bytes.Cut(k, []byte{0})
-			i := bytes.IndexByte(rest, 0)
-			if !ok || i < 0 || len(rest)-i-1 != 16 {
+			d, ok := linkDayDump(k)
+			if !ok {
 				return nil
 			}
-			dim, tail := rest[:i], rest[i+1:]
 			lc := decodeLinkCounts(v)
-			return fn(DumpLinkCounts{Table: "link-days", Account: string(acct), Dim: string(dim), Day: binary.BigEndian.Uint32(tail[:4]),
-				Link: hexID(string(tail[4:])), Clicks: lc.clicks, Unique: lc.unique, Machine: lc.machine, First: lc.first, Last: lc.last})
+			d.Table, d.Clicks, d.Unique, d.Machine, d.First, d.Last = "link-days", lc.clicks, lc.unique, lc.machine, lc.first, lc.last
+			return fn(d)
 		}); err != nil {
 			return err
 		}
 		if err := each(bucketLinkCarried, func(k, v []byte) error {
-			acct, rest, ok := bytes.Cut(k, []byte{0})
-			i := bytes.IndexByte(rest, 0)
-			if !ok || i < 0 || len(rest)-i-1 != 16 {
+			d, ok := linkDayDump(k)
+			if !ok {
 				return nil
 			}
-			dim, tail := rest[:i], rest[i+1:]
-			n, _ := binary.Uvarint(v)
-			return fn(DumpLinkCounts{Table: "link-carried", Account: string(acct), Dim: string(dim), Day: binary.BigEndian.Uint32(tail[:4]),
-				Link: hexID(string(tail[4:])), Carried: n})
+			d.Table = "link-carried"
+			d.Carried, _ = binary.Uvarint(v)
+			return fn(d)
 		}); err != nil {
 			return err
 		}
@@ -342,4 +338,16 @@ func dumpAccountEvents(ctx context.Context, tx *bolt.Tx, hitIDs *bolt.Bucket, ac
 		}
 		best.k, best.v = best.c.Next()
 	}
+}
+
+// linkDayDump reads a key of "link-days" or "link-carried" (account \x00
+// dim \x00 day(4) link(12)).
+func linkDayDump(k []byte) (DumpLinkCounts, bool) {
+	acct, rest, ok := bytes.Cut(k, []byte{0})
+	i := bytes.IndexByte(rest, 0)
+	if !ok || i < 0 || len(rest)-i-1 != 16 {
+		return DumpLinkCounts{}, false
+	}
+	dim, tail := rest[:i], rest[i+1:]
+	return DumpLinkCounts{Account: string(acct), Dim: string(dim), Day: binary.BigEndian.Uint32(tail[:4]), Link: hexID(string(tail[4:]))}, true
 }
