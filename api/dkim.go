@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -205,7 +206,7 @@ func (s *server) listDKIM(w http.ResponseWriter, r *http.Request, p *Principal) 
 		return err
 	}
 	slices.SortStableFunc(keys, func(a, b store.DKIMKey) int {
-		return cmpOr(strings.Compare(a.Account, b.Account), strings.Compare(a.Domain, b.Domain), a.Created.Compare(b.Created))
+		return cmp.Or(strings.Compare(a.Account, b.Account), strings.Compare(a.Domain, b.Domain), a.Created.Compare(b.Created))
 	})
 	out := make([]DKIMKey, 0, len(keys))
 	for i := range keys {
@@ -213,15 +214,6 @@ func (s *server) listDKIM(w http.ResponseWriter, r *http.Request, p *Principal) 
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
-}
-
-func cmpOr(cs ...int) int {
-	for _, c := range cs {
-		if c != 0 {
-			return c
-		}
-	}
-	return 0
 }
 
 // scopedDomainKeys returns the keys of the path's domain in the caller's

@@ -105,13 +105,9 @@ func (s *server) listDomains(w http.ResponseWriter, r *http.Request, p *Principa
 	if err != nil {
 		return err
 	}
-	ds, err := store.List[store.Domain](r.Context(), s.cfg.Store, store.KindDomain, acct)
+	out, err := listViews(r.Context(), s.cfg.Store, store.KindDomain, acct, nil, s.domainOf)
 	if err != nil {
 		return err
-	}
-	out := make([]Domain, 0, len(ds))
-	for i := range ds {
-		out = append(out, s.domainOf(&ds[i]))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

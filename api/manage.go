@@ -125,6 +125,26 @@ func sees(p *Principal, account string) bool {
 	return p.Account != "" && p.Account == account
 }
 
+// listViews lists the records of kind in account ("": every account's),
+// keeps those keep allows (nil: all) and returns their views, in the
+// store's order; never nil, so an empty list is [] in JSON.
+func listViews[T any, P interface {
+	*T
+	store.Record
+}, V any](ctx context.Context, st store.DB, kind store.RecordKind, account string, keep func(*T) bool, view func(*T) V) ([]V, error) {
+	recs, err := store.List[T, P](ctx, st, kind, account)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]V, 0, len(recs))
+	for i := range recs {
+		if keep == nil || keep(&recs[i]) {
+			out = append(out, view(&recs[i]))
+		}
+	}
+	return out, nil
+}
+
 // needAccount is the account a new record goes into.
 func needAccount(p *Principal) (string, error) {
 	if p.Account == "" {
@@ -224,17 +244,7 @@ func viewAccount(a *store.Account) AccountView {
 // Accounts lists the accounts: every one for an operator acting for no
 // account, else the principal's own.
 func (o *Ops) Accounts(ctx context.Context, p *Principal) ([]AccountView, error) {
-	accts, err := store.List[store.Account](ctx, o.Store, store.KindAccount, "")
-	if err != nil {
-		return nil, err
-	}
-	out := []AccountView{}
-	for i := range accts {
-		if sees(p, accts[i].Name) {
-			out = append(out, viewAccount(&accts[i]))
-		}
-	}
-	return out, nil
+	return listViews(ctx, o.Store, store.KindAccount, "", func(a *store.Account) bool { return sees(p, a.Name) }, viewAccount)
 }
 
 // Account returns one account the principal sees.
@@ -433,17 +443,7 @@ func (o *Ops) seesUser(p *Principal, u *store.User) bool {
 // Users lists the users the principal sees: an account's, or (an
 // operator acting for no account) everyone, operators included.
 func (o *Ops) Users(ctx context.Context, p *Principal) ([]UserView, error) {
-	us, err := store.List[store.User](ctx, o.Store, store.KindUser, "")
-	if err != nil {
-		return nil, err
-	}
-	out := []UserView{}
-	for i := range us {
-		if o.seesUser(p, &us[i]) {
-			out = append(out, viewUser(&us[i]))
-		}
-	}
-	return out, nil
+	return listViews(ctx, o.Store, store.KindUser, "", func(u *store.User) bool { return o.seesUser(p, u) }, viewUser)
 }
 
 // User returns one user the principal sees.
@@ -640,17 +640,7 @@ type CredentialChange struct {
 // Credentials lists the principal's SMTP credentials (every account's for
 // an operator acting for none).
 func (o *Ops) Credentials(ctx context.Context, p *Principal) ([]CredentialView, error) {
-	cs, err := store.List[store.Credential](ctx, o.Store, store.KindCredential, p.Account)
-	if err != nil {
-		return nil, err
-	}
-	out := []CredentialView{}
-	for i := range cs {
-		if sees(p, cs[i].Account) {
-			out = append(out, viewCredential(&cs[i]))
-		}
-	}
-	return out, nil
+	return listViews(ctx, o.Store, store.KindCredential, p.Account, func(c *store.Credential) bool { return sees(p, c.Account) }, viewCredential)
 }
 
 // Credential returns one credential the principal sees.
@@ -870,17 +860,7 @@ func (o *Ops) seesKey(p *Principal, k *store.APIKey) bool {
 
 // APIKeys lists the keys the principal sees.
 func (o *Ops) APIKeys(ctx context.Context, p *Principal) ([]APIKeyView, error) {
-	ks, err := store.List[store.APIKey](ctx, o.Store, store.KindAPIKey, "")
-	if err != nil {
-		return nil, err
-	}
-	out := []APIKeyView{}
-	for i := range ks {
-		if o.seesKey(p, &ks[i]) {
-			out = append(out, viewKey(&ks[i]))
-		}
-	}
-	return out, nil
+	return listViews(ctx, o.Store, store.KindAPIKey, "", func(k *store.APIKey) bool { return o.seesKey(p, k) }, viewKey)
 }
 
 func (o *Ops) applyKey(ctx context.Context, k *store.APIKey, ch *APIKeyChange) error {

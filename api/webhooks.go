@@ -284,14 +284,10 @@ func (s *server) webhookList(w http.ResponseWriter, r *http.Request, p *Principa
 	if err != nil {
 		return err
 	}
-	ws, err := store.List[store.Webhook](r.Context(), s.cfg.Store, store.KindWebhook, acct)
+	now := s.cfg.Now()
+	out, err := listViews(r.Context(), s.cfg.Store, store.KindWebhook, acct, nil, func(w *store.Webhook) webhookJSON { return webhookOut(w, now, false) })
 	if err != nil {
 		return err
-	}
-	now := s.cfg.Now()
-	out := make([]webhookJSON, 0, len(ws))
-	for i := range ws {
-		out = append(out, webhookOut(&ws[i], now, false))
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Webhooks []webhookJSON `json:"webhooks"`

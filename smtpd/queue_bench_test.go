@@ -27,6 +27,44 @@ type countSink struct {
 	addr string
 }
 
+// relay submits n copies of msg to the SMTP front at addr over sessions
+// connections at once and returns, with the time taken, once the sink
+// has them all.
+func (s *countSink) relay(b *testing.B, addr, from string, msg []byte, sessions, n int) time.Duration {
+	start := time.Now()
+	base := s.n.Load()
+	var wg sync.WaitGroup
+	var next, failed atomic.Int64
+	for range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := smtp.Dial(addr)
+			if err != nil {
+				b.Error(err)
+				failed.Add(1)
+				return
+			}
+			defer c.Close()
+			for next.Add(1) <= int64(n) {
+				if err := c.SendMail(from, []string{"rcpt@example.net"}, bytesReader(msg)); err != nil {
+					b.Error(err)
+					failed.Add(1)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		b.FailNow()
+	}
+	for s.n.Load() < base+int64(n) {
+		time.Sleep(time.Millisecond)
+	}
+	return time.Since(start)
+}
+
 type countSession struct{ s *countSink }
 
 func (c *countSession) Mail(string, *smtp.MailOptions) error { return nil }
@@ -123,41 +161,7 @@ func BenchmarkRelay(b *testing.B) {
 	}
 	addrOff, addrOn := front(false), front(true)
 
-	runOnce := func(addr string) time.Duration {
-		start := time.Now()
-		base := sink.n.Load()
-		var wg sync.WaitGroup
-		var next atomic.Int64
-		var failed atomic.Int64
-		for range sessions {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c, err := smtp.Dial(addr)
-				if err != nil {
-					b.Error(err)
-					failed.Add(1)
-					return
-				}
-				defer c.Close()
-				for next.Add(1) <= perRun {
-					if err := c.SendMail("news@example.com", []string{"rcpt@example.net"}, bytesReader(msg)); err != nil {
-						b.Error(err)
-						failed.Add(1)
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		if failed.Load() > 0 {
-			b.FailNow()
-		}
-		for sink.n.Load() < base+perRun {
-			time.Sleep(time.Millisecond)
-		}
-		return time.Since(start)
-	}
+	runOnce := func(addr string) time.Duration { return sink.relay(b, addr, "news@example.com", msg, sessions, perRun) }
 	runOnce(addrOff) // warm-up
 	b.ResetTimer()
 	var on, off time.Duration

@@ -36,14 +36,18 @@ func EventMetric(e *Event) (Metric, bool) { return eventMetrics(e) }
 
 // EventDims returns the dimensions an event counts in for its account:
 // "" (all of it), DimTag of each tag, DimCredential of its credential.
-func EventDims(e *Event) []string {
-	d := make([]string, 0, 2+len(e.Tags))
+func EventDims(e *Event) []string { return dims(e.Tags, e.Credential) }
+
+// dims are the dimensions of an account that something with tags and a
+// credential counts in.
+func dims(tags []string, credential string) []string {
+	d := make([]string, 0, 2+len(tags))
 	d = append(d, "")
-	for _, t := range e.Tags {
+	for _, t := range tags {
 		d = append(d, dimTagPrefix+t)
 	}
-	if e.Credential != "" {
-		d = append(d, dimCredPrefix+e.Credential)
+	if credential != "" {
+		d = append(d, dimCredPrefix+credential)
 	}
 	return d
 }
@@ -125,9 +129,23 @@ func CheckAddressEntry(e *AddressEntry) error {
 // CheckList refuses an unknown address list name.
 func CheckList(list string) error { return validList(list) }
 
-// SeriesRange rounds a Series request's range to whole steps and says how
-// many points it has; ErrSpan when there are too many.
-func SeriesRange(from, to time.Time, step time.Duration) (time.Time, time.Time, int, error) {
+// SeriesPoints rounds a Series request's range to whole steps (from down,
+// to up) and returns its points, empty but for their Start (none when
+// the range is empty); an error for a step that is not an hour or a day,
+// errSpan when there are too many points. Both backends' Series use it.
+func SeriesPoints(from, to time.Time, step time.Duration) ([]SeriesPoint, time.Time, time.Time, error) {
+	from, to, n, err := seriesRange(from, to, step)
+	if err != nil || n == 0 {
+		return nil, from, to, err
+	}
+	pts := make([]SeriesPoint, n)
+	for i := range pts {
+		pts[i].Start = from.Add(time.Duration(i) * step)
+	}
+	return pts, from, to, nil
+}
+
+func seriesRange(from, to time.Time, step time.Duration) (time.Time, time.Time, int, error) {
 	step, err := parseStep(step)
 	if err != nil {
 		return from, to, 0, err

@@ -362,27 +362,11 @@ type SeriesPoint struct {
 // down and to up to whole steps.
 func (r *Relay) Series(ctx context.Context, account, dim string, from, to time.Time, step time.Duration) ([]SeriesPoint, Counters, error) {
 	var total Counters
-	step, err := parseStep(step)
-	if err != nil {
+	pts, from, to, err := SeriesPoints(from, to, step)
+	if err != nil || len(pts) == 0 {
 		return nil, total, err
 	}
-	from = from.UTC().Truncate(step)
-	if t := to.UTC().Truncate(step); t.Before(to) {
-		to = t.Add(step)
-	} else {
-		to = t
-	}
-	if !from.Before(to) {
-		return nil, total, nil
-	}
-	n := int(to.Sub(from) / step)
-	if n > 100000 {
-		return nil, total, errSpan
-	}
-	pts := make([]SeriesPoint, n)
-	for i := range pts {
-		pts[i].Start = from.Add(time.Duration(i) * step)
-	}
+	n := len(pts)
 	err = r.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket([]byte(bucketAgg)).Cursor()
 		start, end := aggKey(account, dim, hourOf(from)), aggKey(account, dim, hourOf(to))

@@ -83,24 +83,7 @@ func (q *webhookQueuer) event(e *Event) error {
 		}
 		q.endpoints[e.Account] = eps
 	}
-	if len(eps) == 0 {
-		return nil
-	}
-	typ := EventType(e)
-	var payload []byte
-	for i := range eps {
-		w := &eps[i]
-		if !w.Wants(e, typ) {
-			continue
-		}
-		if payload == nil {
-			payload = WebhookPayload(e, typ)
-		}
-		m := WebhookMessage{
-			ID: NewWebhookMessageID(), Endpoint: w.ID, Account: e.Account, Type: typ, Payload: payload,
-			Created: time.Now().UTC(), State: WebhookPending, Recipient: NormalAddress(e.Recipient),
-		}
-		m.NextAttempt = m.Created
+	for _, m := range AppendWebhookMessages(nil, e, eps, NewWebhookMessageID) {
 		if err := putWebhookMessage(q.tx, &m, nil); err != nil {
 			return err
 		}

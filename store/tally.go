@@ -36,19 +36,10 @@ type TallyCount struct {
 	N                   int64
 }
 
-// Dims returns the dimensions of the account the copies count in: all
-// (""), each tag, the credential. They count in AllAccounts' "" too.
-func (v *TallyCount) Dims() []string {
-	dims := make([]string, 0, 2+len(v.Tags))
-	dims = append(dims, "")
-	for _, t := range v.Tags {
-		dims = append(dims, DimTag(t))
-	}
-	if v.Credential != "" {
-		dims = append(dims, DimCredential(v.Credential))
-	}
-	return dims
-}
+// Dims returns the dimensions of the account the copies count in, as
+// EventDims: all (""), each tag, the credential. They count in
+// AllAccounts' "" too.
+func (v *TallyCount) Dims() []string { return dims(v.Tags, v.Credential) }
 
 // Add counts n delivered copies (n < 0: copies that bounced hard after
 // all) of c's message on the day c was delivered.

@@ -79,6 +79,33 @@ func (w *Webhook) Wants(e *Event, typ string) bool {
 	return true
 }
 
+// AppendWebhookMessages appends to ms the webhook messages event e makes:
+// one, pending and due now, for each of eps (the account's endpoints) that
+// wants it, all with the same payload, their ids from newID. The backends
+// store them in the transaction that stores e.
+func AppendWebhookMessages(ms []WebhookMessage, e *Event, eps []Webhook, newID func() string) []WebhookMessage {
+	if len(eps) == 0 {
+		return ms
+	}
+	typ := EventType(e)
+	var payload []byte
+	for i := range eps {
+		w := &eps[i]
+		if !w.Wants(e, typ) {
+			continue
+		}
+		if payload == nil {
+			payload = WebhookPayload(e, typ)
+		}
+		now := time.Now().UTC()
+		ms = append(ms, WebhookMessage{
+			ID: newID(), Endpoint: w.ID, Account: e.Account, Type: typ, Payload: payload,
+			Created: now, NextAttempt: now, State: WebhookPending, Recipient: NormalAddress(e.Recipient),
+		})
+	}
+	return ms
+}
+
 // WebhookPayload is the JSON body of one event: the event type, the log
 // it comes from, and the log record's fields by their SPEC §9 names.
 func WebhookPayload(e *Event, typ string) []byte {

@@ -14,12 +14,18 @@ import (
 	"github.com/trackrelay/trackrelay/web"
 )
 
-// reload is the hook Ops calls after a change: the directory applies it
-// to this node at once, once the servers are up.
+// reloadRecords is the hook Ops calls after a change: it applies it to
+// this node at once, once the servers are up.
 func (a *relayApp) reloadRecords(ctx context.Context) error {
 	if !a.ready.Load() {
 		return nil // starting: the directory reads everything before serving
 	}
+	return a.reloadAll(ctx)
+}
+
+// reloadAll applies the records to everything built from them: logins
+// (the directory) and the DKIM signer.
+func (a *relayApp) reloadAll(ctx context.Context) error {
 	return errors.Join(a.dir.Reload(ctx), a.dkim.Reload(ctx))
 }
 

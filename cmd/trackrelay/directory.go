@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -281,35 +280,6 @@ func (d *directory) firstSnapshot(ctx context.Context) (*snapshot, error) {
 		d.version, d.loaded = v, true
 	}
 	return snap, err
-}
-
-// run polls the records' version every interval and reloads on change,
-// until ctx ends.
-func (d *directory) run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		v, err := d.st.RecordsVersion(ctx)
-		if err != nil {
-			if !errors.Is(err, context.Canceled) {
-				d.log.Warn("records version", "err", err)
-			}
-			continue
-		}
-		d.mu.Lock()
-		changed := v != d.version
-		d.mu.Unlock()
-		if changed {
-			if err := d.Reload(ctx); err != nil && ctx.Err() == nil {
-				d.log.Error("reloading logins failed; keeping the old ones", "err", err)
-			}
-		}
-	}
 }
 
 // hostOnly strips a port from host[:port].

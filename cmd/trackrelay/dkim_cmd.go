@@ -47,16 +47,9 @@ func cmdDKIM(ctx context.Context, args []string, io stdio) error {
 	force := fs.Bool("force", false, "remove: also an active key (it stops signing at once)")
 	fs.Usage = func() { fmt.Fprint(io.err, dkimUsage) }
 	// Flags may come before or after the positional arguments.
-	var pos []string
-	rest := args[1:]
-	for len(rest) > 0 {
-		if err := parseFlags(fs, rest); err != nil {
-			return err
-		}
-		rest = fs.Args()
-		if len(rest) > 0 {
-			pos, rest = append(pos, rest[0]), rest[1:]
-		}
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		return err
 	}
 	want := map[string]int{"keygen": 1, "check": 1, "list": 0, "rotate": 1, "remove": 2, "zone": 0}
 	n, known := want[verb]

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -17,7 +16,7 @@ import (
 
 // dkimKeeper is the relay's DKIM side (SPEC §13): the signer delivery
 // signs copies with, reloaded whenever the store's records change (on
-// this node at once, from other nodes within a second), and the periodic
+// this node at once, from other nodes within a second: watchRecords), and the periodic
 // checks that make published keys active, note problems and retire
 // replaced keys (api.DKIMMaintainer).
 type dkimKeeper struct {
@@ -68,47 +67,11 @@ func (k *dkimKeeper) Reload(ctx context.Context) error {
 	return nil
 }
 
-// run polls the records' version every poll and reloads on change, and
-// checks the keys that are due (pending ones every dkim.check_interval,
-// published ones every dkim.recheck_interval), until ctx ends. The
-// checks run on a goroutine of their own, so a slow DNS server does not
-// hold up reloads.
-func (k *dkimKeeper) run(ctx context.Context, poll time.Duration) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		k.maintain(ctx)
-	}()
-	defer wg.Wait()
-	t := time.NewTicker(poll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		v, err := k.st.RecordsVersion(ctx)
-		if err != nil {
-			if !errors.Is(err, context.Canceled) {
-				k.log.Warn("records version", "err", err)
-			}
-			continue
-		}
-		k.mu.Lock()
-		changed := v != k.version
-		k.mu.Unlock()
-		if changed {
-			if err := k.Reload(ctx); err != nil && ctx.Err() == nil {
-				k.log.Error("reloading dkim keys failed; keeping the old ones", "err", err)
-			}
-		}
-	}
-}
-
-// maintain checks due keys every tick: a fifth of check_interval, between
-// a second and a minute.
+// maintain checks due keys every tick (a fifth of check_interval,
+// between a second and a minute: pending ones every dkim.check_interval,
+// published ones every dkim.recheck_interval) and reloads the signer at
+// once when a check changed a key, until ctx ends. It runs on a goroutine
+// of its own, so a slow DNS server does not hold up reloads.
 func (k *dkimKeeper) maintain(ctx context.Context) {
 	tick := min(max(k.cfg.CheckInterval/5, time.Second), time.Minute)
 	m := &api.DKIMMaintainer{Store: k.st, Settings: k.settings(), CheckEvery: k.cfg.CheckInterval,

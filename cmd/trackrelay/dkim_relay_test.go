@@ -31,10 +31,14 @@ func TestDKIMKeeper(t *testing.T) {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		k.run(ctx, 10*time.Millisecond)
+		k.maintain(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		watchRecords(ctx, st, 10*time.Millisecond, slog.New(slog.DiscardHandler), k.Reload)
 	}()
 	waitSigning := func(want ...string) {
 		t.Helper()

@@ -36,16 +36,9 @@ func cmdDomains(ctx context.Context, args []string, io stdio) error {
 	kind := fs.String("kind", "click", "click or bounce")
 	fs.Usage = func() { fmt.Fprint(io.err, domainsUsage) }
 	// Flags may come before or after the domain.
-	var pos []string
-	rest := args[1:]
-	for len(rest) > 0 {
-		if err := parseFlags(fs, rest); err != nil {
-			return err
-		}
-		rest = fs.Args()
-		if len(rest) > 0 {
-			pos, rest = append(pos, rest[0]), rest[1:]
-		}
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
+		return err
 	}
 	if *cfgPath == "" {
 		fmt.Fprintln(io.err, "trackrelay domains: --config FILE is required")

@@ -221,14 +221,9 @@ func ingestSecret(cfg *config.Config) (string, error) {
 // domainChallenger makes the domain check's challenge from the token key
 // file (the relay computes the same value to compare).
 func domainChallenger(cfg *config.Config) (*domaincheck.Challenger, error) {
-	f, err := os.Open(cfg.Path(cfg.Keys.KeyFile))
+	keys, err := tokenKeys(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("keys.key_file: %w", err)
-	}
-	defer f.Close()
-	keys, err := rewrite.ReadKeys(f)
-	if err != nil {
-		return nil, fmt.Errorf("keys.key_file: %w", err)
+		return nil, err
 	}
 	return domaincheck.NewChallenger(keys[0], keys[1:]...)
 }

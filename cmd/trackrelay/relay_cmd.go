@@ -255,7 +255,8 @@ type relayApp struct {
 	rdr       atomic.Pointer[redirector.Service] // the redirector in serve, for /readyz
 }
 
-func loadKeys(cfg *config.Config) (*rewrite.Codec, error) {
+// tokenKeys reads the token key file (the first key signs, all verify).
+func tokenKeys(cfg *config.Config) ([]rewrite.Key, error) {
 	f, err := os.Open(cfg.Path(cfg.Keys.KeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("keys.key_file: %w", err)
@@ -264,6 +265,14 @@ func loadKeys(cfg *config.Config) (*rewrite.Codec, error) {
 	keys, err := rewrite.ReadKeys(f)
 	if err != nil {
 		return nil, fmt.Errorf("keys.key_file: %w", err)
+	}
+	return keys, nil
+}
+
+func loadKeys(cfg *config.Config) (*rewrite.Codec, error) {
+	keys, err := tokenKeys(cfg)
+	if err != nil {
+		return nil, err
 	}
 	return rewrite.NewCodec(keys[0], keys[1:]...)
 }
@@ -570,7 +579,7 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 	rctx, stopRetention := context.WithCancel(context.Background())
 	go func() {
 		defer wg.Done()
-		a.dkim.run(rctx, time.Second)
+		a.dkim.maintain(rctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -578,7 +587,7 @@ func runRelay(ctx context.Context, f *serveFlags, io stdio) (err error) {
 	}()
 	go func() {
 		defer wg.Done()
-		a.dir.run(rctx, time.Second)
+		watchRecords(rctx, a.store, time.Second, log, a.reloadAll)
 	}()
 	if a.checker != nil {
 		wg.Add(1)

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/trackrelay/trackrelay/mime"
+	"github.com/trackrelay/trackrelay/mime/dkim/dkimtest"
 )
 
 // TestCorpusVerifies produces the tracked copy of every file of the
@@ -38,7 +39,7 @@ func TestCorpusVerifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := startDNS(t)
-	py := startDkimpy(t, d.addr)
+	py := dkimtest.StartVerifier(t, d.addr)
 	rk, ek := signingKeys(t, d)
 	modes := []struct {
 		name string
@@ -102,14 +103,14 @@ func TestCorpusVerifies(t *testing.T) {
 			c := &counts[m]
 			c.signed++
 			msg := out.Bytes()
-			if ok, why := allOK(py.verify(t, msg, len(mode.keys))); !ok {
+			if ok, why := dkimtest.AllOK(py.Verify(t, msg, len(mode.keys))); !ok {
 				failures = append(failures, name+" "+mode.name+": "+why)
 				continue
 			}
 			c.verified++
 			body := bytes.Clone(msg)
 			if flipOne(body[bodyOffset(body):]) {
-				if ok, _ := allOK(py.verify(t, body, len(mode.keys))); ok {
+				if ok, _ := dkimtest.AllOK(py.Verify(t, body, len(mode.keys))); ok {
 					failures = append(failures, name+" "+mode.name+": verified with a body byte changed")
 				} else {
 					c.bodyFails++
@@ -121,7 +122,7 @@ func TestCorpusVerifies(t *testing.T) {
 			if from == nil {
 				t.Fatalf("%s: no From field in the signed copy", name)
 			}
-			if ok, _ := allOK(py.verify(t, from, len(mode.keys))); ok {
+			if ok, _ := dkimtest.AllOK(py.Verify(t, from, len(mode.keys))); ok {
 				failures = append(failures, name+" "+mode.name+": verified with the From field changed")
 			} else {
 				c.fromFails++

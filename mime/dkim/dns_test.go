@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/trackrelay/trackrelay/mime/dkim/dkimtest"
 )
 
 // testDNS is a real DNS server (miekg/dns) on 127.0.0.1, UDP and TCP on
@@ -29,35 +31,7 @@ type testDNS struct {
 func startDNS(t testing.TB) *testDNS {
 	t.Helper()
 	d := &testDNS{zone: map[string][]dns.RR{}, rcode: map[string]int{}}
-	var pc net.PacketConn
-	var l net.Listener
-	for try := 0; ; try++ {
-		var err error
-		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		if l, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
-			break
-		}
-		pc.Close()
-		if try == 10 {
-			t.Fatalf("no port free for both UDP and TCP: %v", err)
-		}
-	}
-	d.addr = pc.LocalAddr().String()
-	var wg sync.WaitGroup
-	t.Cleanup(wg.Wait) // cleanups run last-in first-out: after both Shutdowns
-	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: d}, {Listener: l, Handler: d}} {
-		started := make(chan struct{})
-		srv.NotifyStartedFunc = func() { close(started) }
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			srv.ActivateAndServe()
-		}()
-		<-started
-		t.Cleanup(func() { srv.Shutdown() })
-	}
+	d.addr = dkimtest.Serve(t, d)
 	return d
 }
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
+
+	"github.com/trackrelay/trackrelay/mime/dkim/dkimtest"
 )
 
 // corpusSeeds returns a sample of the shared MIME corpus (when present)
@@ -210,7 +212,7 @@ func FuzzDkimpy(f *testing.F) {
 		f.Add(s)
 	}
 	d := startDNS(f)
-	py := startDkimpy(f, d.addr)
+	py := dkimtest.StartVerifier(f, d.addr)
 	_, ek := signingKeys(f, d)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var out bytes.Buffer
@@ -220,7 +222,7 @@ func FuzzDkimpy(f *testing.F) {
 			}
 			return
 		}
-		if ok, why := allOK(py.verify(t, out.Bytes(), 1)); !ok {
+		if ok, why := dkimtest.AllOK(py.Verify(t, out.Bytes(), 1)); !ok {
 			t.Fatalf("dkimpy: %s\n%q", why, out.Bytes())
 		}
 	})

@@ -4,13 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"crypto"
-	"encoding/json"
-	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 
@@ -151,86 +147,6 @@ func signed(t testing.TB, msg []byte, keys []Key, opt Options) []byte {
 		t.Fatalf("sign: %v", err)
 	}
 	return b.Bytes()
-}
-
-// pyResult is dkimpy's verdict on one signature.
-type pyResult struct {
-	OK     bool   `json:"ok"`
-	Reason string `json:"reason"`
-}
-
-// dkimpy is a running testdata/verify.py: Python's dkimpy (Debian
-// python3-dkim), the independent verifier, asking the test DNS server
-// for keys.
-type dkimpy struct {
-	cmd    *exec.Cmd
-	in     io.WriteCloser
-	out    *bufio.Reader
-	stderr bytes.Buffer
-}
-
-// startDkimpy starts the verifier against the DNS server at dnsAddr. It
-// skips when /usr/bin/python3 lacks dkimpy, dnspython or PyNaCl (make deps
-// installs python3-dkim, which brings them).
-func startDkimpy(t testing.TB, dnsAddr string) *dkimpy {
-	t.Helper()
-	const python = "/usr/bin/python3" // Debian's, where python3-dkim installs
-	if out, err := exec.Command(python, "-c", "import dkim, dns.resolver, nacl").CombinedOutput(); err != nil {
-		t.Skipf("dkimpy not usable (%v: %s): make deps installs python3-dkim", err, bytes.TrimSpace(out))
-	}
-	_, port, _ := strings.Cut(dnsAddr, ":")
-	p := &dkimpy{cmd: exec.Command(python, filepath.Join("testdata", "verify.py"), port)}
-	p.cmd.Stderr = &p.stderr
-	var err error
-	if p.in, err = p.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	out, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.out = bufio.NewReader(out)
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.in.Close()
-		if err := p.cmd.Wait(); err != nil {
-			t.Errorf("verify.py: %v: %s", err, p.stderr.String())
-		}
-	})
-	return p
-}
-
-// verify asks dkimpy about the top nsig signatures of msg.
-func (p *dkimpy) verify(t testing.TB, msg []byte, nsig int) []pyResult {
-	t.Helper()
-	if _, err := fmt.Fprintf(p.in, "%d %d\n", len(msg), nsig); err != nil {
-		t.Fatalf("verify.py: %v: %s", err, p.stderr.String())
-	}
-	if _, err := p.in.Write(msg); err != nil {
-		t.Fatalf("verify.py: %v: %s", err, p.stderr.String())
-	}
-	line, err := p.out.ReadBytes('\n')
-	if err != nil {
-		t.Fatalf("verify.py: %v: %s", err, p.stderr.String())
-	}
-	var r struct{ Results []pyResult }
-	if err := json.Unmarshal(line, &r); err != nil || len(r.Results) != nsig {
-		t.Fatalf("verify.py answered %q: %v", line, err)
-	}
-	return r.Results
-}
-
-// allOK reports whether every result verified, and the reasons if not.
-func allOK(rs []pyResult) (bool, string) {
-	var why []string
-	for i, r := range rs {
-		if !r.OK {
-			why = append(why, fmt.Sprintf("signature %d: %s", i, r.Reason))
-		}
-	}
-	return len(why) == 0, strings.Join(why, "; ")
 }
 
 // bodyOffset returns where the body of a CRLF message starts.

@@ -15,6 +15,8 @@ import (
 	"testing"
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
+
+	"github.com/trackrelay/trackrelay/mime/dkim/dkimtest"
 )
 
 const plainMsg = "From: Shop <news@sender.example>\n" +
@@ -38,7 +40,7 @@ const plainMsg = "From: Shop <news@sender.example>\n" +
 // it was rendered.
 func TestSignVerifies(t *testing.T) {
 	d := startDNS(t)
-	py := startDkimpy(t, d.addr)
+	py := dkimtest.StartVerifier(t, d.addr)
 	rk, ek := signingKeys(t, d)
 	sender := "DKIM-Signature: v=1; a=rsa-sha256; d=old.example; s=s1; c=relaxed/relaxed;\r\n h=From:Subject; bh=AAAA; b=BBBB\r\n"
 	cases := []struct {
@@ -100,7 +102,7 @@ func TestSignVerifies(t *testing.T) {
 						}
 						if want == nil {
 							want = rest
-							if ok, why := allOK(py.verify(t, got, len(keys))); !ok {
+							if ok, why := dkimtest.AllOK(py.Verify(t, got, len(keys))); !ok {
 								t.Fatalf("dkimpy: %s\n%s", why, got)
 							}
 						} else if !bytes.Equal(rest, want) {
@@ -159,11 +161,11 @@ func cutSignatures(msg []byte, n int) ([]string, []byte, error) {
 // From (oversigning), and still accepts one with an unsigned field added.
 func TestSignTampered(t *testing.T) {
 	d := startDNS(t)
-	py := startDkimpy(t, d.addr)
+	py := dkimtest.StartVerifier(t, d.addr)
 	rk, ek := signingKeys(t, d)
 	for _, k := range []Key{rk, ek} {
 		out := signed(t, []byte(plainMsg), []Key{k}, Options{})
-		if ok, why := allOK(py.verify(t, out, 1)); !ok {
+		if ok, why := dkimtest.AllOK(py.Verify(t, out, 1)); !ok {
 			t.Fatalf("%s: untampered copy fails: %s", k.Selector, why)
 		}
 		sigs, rest := splitSignatures(t, out, 1)
@@ -181,7 +183,7 @@ func TestSignTampered(t *testing.T) {
 			{"unsigned field added", "X-Added: yes\r\n" + string(rest), true},
 		}
 		for _, c := range cases {
-			r := py.verify(t, []byte(sig+c.msg), 1)
+			r := py.Verify(t, []byte(sig+c.msg), 1)
 			if r[0].OK != c.ok {
 				t.Errorf("%s %s: verified %v, want %v (%s)", k.Selector, c.name, r[0].OK, c.ok, r[0].Reason)
 			}

@@ -46,14 +46,11 @@ func scanCounters(scan func(dst ...any) error, pre ...any) (store.Counters, erro
 // Series implements store.DB.
 func (d *DB) Series(ctx context.Context, account, dim string, from, to time.Time, step time.Duration) ([]store.SeriesPoint, store.Counters, error) {
 	var total store.Counters
-	from, to, n, err := store.SeriesRange(from, to, step)
-	if err != nil || n == 0 {
+	pts, from, to, err := store.SeriesPoints(from, to, step)
+	if err != nil || len(pts) == 0 {
 		return nil, total, err
 	}
-	pts := make([]store.SeriesPoint, n)
-	for i := range pts {
-		pts[i].Start = from.Add(time.Duration(i) * step)
-	}
+	n := len(pts)
 	rows, err := d.pool.Query(ctx, `SELECT hour, `+sqlSumMetrics+` FROM agg WHERE account = $1 AND dim = $2 AND hour >= $3 AND hour < $4
 		GROUP BY hour`, account, dim, hourOf(from), hourOf(to))
 	if err != nil {

@@ -320,26 +320,7 @@ func (b *batch) readEndpoints(rows pgx.Rows, accounts []string) error {
 // webhook queues e's webhook messages for the account's endpoints that
 // want it (loaded with the events' insert).
 func (b *batch) webhook(e *store.Event) error {
-	eps := b.endpoints[e.Account]
-	if len(eps) == 0 {
-		return nil
-	}
-	typ := store.EventType(e)
-	var payload []byte
-	for i := range eps {
-		w := &eps[i]
-		if !w.Wants(e, typ) {
-			continue
-		}
-		if payload == nil {
-			payload = store.WebhookPayload(e, typ)
-		}
-		now := time.Now().UTC()
-		b.webhooks = append(b.webhooks, store.WebhookMessage{
-			ID: b.d.newWebhookID(), Endpoint: w.ID, Account: e.Account, Type: typ, Payload: payload,
-			Created: now, NextAttempt: now, State: store.WebhookPending, Recipient: store.NormalAddress(e.Recipient),
-		})
-	}
+	b.webhooks = store.AppendWebhookMessages(b.webhooks, e, b.endpoints[e.Account], b.d.newWebhookID)
 	return nil
 }
 

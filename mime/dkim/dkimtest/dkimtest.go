@@ -35,6 +35,15 @@ type DNS struct {
 func StartDNS(t testing.TB) *DNS {
 	t.Helper()
 	d := &DNS{zone: map[string][]dns.RR{}}
+	d.Addr = Serve(t, d)
+	return d
+}
+
+// Serve serves h over UDP and TCP on one free port of 127.0.0.1 until the
+// test ends, and returns the address. The test DNS servers here and in
+// mime/dkim's own tests answer through it.
+func Serve(t testing.TB, h dns.Handler) string {
+	t.Helper()
 	var pc net.PacketConn
 	var l net.Listener
 	for try := 0; ; try++ {
@@ -50,10 +59,9 @@ func StartDNS(t testing.TB) *DNS {
 			t.Fatalf("dkimtest: no port free for both UDP and TCP: %v", err)
 		}
 	}
-	d.Addr = pc.LocalAddr().String()
 	var wg sync.WaitGroup
 	t.Cleanup(wg.Wait) // cleanups run last-in first-out: after both Shutdowns
-	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: d}, {Listener: l, Handler: d}} {
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: l, Handler: h}} {
 		started := make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
 		wg.Add(1)
@@ -64,7 +72,7 @@ func StartDNS(t testing.TB) *DNS {
 		<-started
 		t.Cleanup(func() { srv.Shutdown() })
 	}
-	return d
+	return pc.LocalAddr().String()
 }
 
 func fqdn(name string) string { return strings.ToLower(dns.Fqdn(name)) }
